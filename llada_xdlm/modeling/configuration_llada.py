@@ -1,0 +1,123 @@
+"""LLaDA configuration.
+
+Reads the official `config.json` of GSAI-ML/LLaDA-8B-Base unchanged: every OLMo-era key is accepted and kept
+(unknown keys become attributes and are written back on save). The defaults describe LLaDA-8B itself, so a
+config with missing keys never silently builds some other model. Standard Hugging Face names (hidden_size,
+num_attention_heads, ...) are aliases of the official ones.
+
+This file imports only transformers: it is shipped to the Hub as remote code next to modeling_llada.py.
+"""
+
+from transformers import PreTrainedConfig
+
+
+class LLaDAConfig(PreTrainedConfig):
+    model_type = "llada"
+    keys_to_ignore_at_inference = ["past_key_values"]
+    attribute_map = {
+        "hidden_size": "d_model",
+        "num_attention_heads": "n_heads",
+        "num_key_value_heads": "n_kv_heads",
+        "num_hidden_layers": "n_layers",
+        "intermediate_size": "mlp_hidden_size",
+        "max_position_embeddings": "max_sequence_length",
+    }
+
+    def __init__(
+        self,
+        d_model: int = 4096,
+        n_heads: int = 32,
+        n_kv_heads: int | None = 32,
+        n_layers: int = 32,
+        mlp_hidden_size: int = 12288,
+        vocab_size: int = 126464,
+        embedding_size: int | None = 126464,
+        max_sequence_length: int = 4096,
+        rope_theta: float = 500000.0,
+        rms_norm_eps: float = 1e-5,
+        init_std: float = 0.02,
+        activation_type: str = "silu",
+        block_type: str = "llama",
+        layer_norm_type: str = "rms",
+        include_bias: bool = False,
+        rope: bool = True,
+        weight_tying: bool = False,
+        scale_logits: bool = False,
+        input_emb_norm: bool = False,
+        mask_token_id: int = 126336,
+        bos_token_id: int | None = 126080,
+        eos_token_id: int | None = 126081,
+        pad_token_id: int | None = 126081,
+        k1: float = 0.0,
+        use_cache: bool = False,
+        **kwargs,
+    ):
+        if n_kv_heads is None:  # OLMo convention: null means plain multi-head attention
+            n_kv_heads = n_heads
+        if embedding_size is None:
+            embedding_size = vocab_size
+        if d_model % n_heads != 0:
+            raise ValueError(
+                f"d_model={d_model} is not divisible by n_heads={n_heads}; choose n_heads so that "
+                f"head_dim = d_model / n_heads is an integer (LLaDA-8B: 4096 / 32 = 128)."
+            )
+        if n_heads % n_kv_heads != 0:
+            raise ValueError(
+                f"n_heads={n_heads} is not divisible by n_kv_heads={n_kv_heads}; grouped-query attention needs "
+                f"n_kv_heads to divide n_heads (set n_kv_heads = n_heads for plain multi-head attention)."
+            )
+        if embedding_size < vocab_size:
+            raise ValueError(
+                f"embedding_size={embedding_size} is smaller than vocab_size={vocab_size}; the embedding must have "
+                f"a row for every token id (set embedding_size >= vocab_size)."
+            )
+        if not 0.0 <= k1 <= 1.0:
+            raise ValueError(f"k1={k1} must lie in [0, 1] (0 = MDLM masking, 1 = uniform noise).")
+        # Options of the OLMo code base that LLaDA-8B does not use; refuse rather than build a different model.
+        unsupported = {
+            "activation_type": (activation_type, "silu"),
+            "block_type": (block_type, "llama"),
+            "layer_norm_type": (layer_norm_type, "rms"),
+            "include_bias": (include_bias, False),
+            "rope": (rope, True),
+            "weight_tying": (weight_tying, False),
+            "scale_logits": (scale_logits, False),
+            "input_emb_norm": (input_emb_norm, False),
+        }
+        for key, (value, supported) in unsupported.items():
+            if value != supported:
+                raise ValueError(f"{key}={value!r} is not supported by this LLaDA implementation; use {supported!r}.")
+
+        self.d_model = d_model
+        self.n_heads = n_heads
+        self.n_kv_heads = n_kv_heads
+        self.n_layers = n_layers
+        self.mlp_hidden_size = mlp_hidden_size
+        self.vocab_size = vocab_size
+        self.embedding_size = embedding_size
+        self.max_sequence_length = max_sequence_length
+        self.rope_theta = rope_theta
+        self.rms_norm_eps = rms_norm_eps
+        self.init_std = init_std
+        self.activation_type = activation_type
+        self.block_type = block_type
+        self.layer_norm_type = layer_norm_type
+        self.include_bias = include_bias
+        self.rope = rope
+        self.weight_tying = weight_tying
+        self.scale_logits = scale_logits
+        self.input_emb_norm = input_emb_norm
+        self.mask_token_id = mask_token_id
+        self.k1 = k1
+        self.use_cache = use_cache
+        super().__init__(
+            bos_token_id=bos_token_id,
+            eos_token_id=eos_token_id,
+            pad_token_id=pad_token_id,
+            tie_word_embeddings=False,
+            **kwargs,
+        )
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads

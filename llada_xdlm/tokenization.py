@@ -1,0 +1,54 @@
+"""A small byte-level BPE tokenizer with LLaDA's special tokens, for models trained from scratch.
+
+LLaDA-8B ships its own 126k-token tokenizer; the quickstart, the light recipes and the tests train tiny models
+and need a tokenizer of a few hundred to a few thousand ids with the same conventions: bos <|startoftext|>,
+eos = pad <|endoftext|>, the mask <|mdm_mask|>, <|eot_id|> and LLaDA's chat template.
+"""
+
+from collections.abc import Iterable
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast
+
+BOS, EOS, MASK, EOT = "<|startoftext|>", "<|endoftext|>", "<|mdm_mask|>", "<|eot_id|>"
+HEADER_START, HEADER_END = "<|start_header_id|>", "<|end_header_id|>"
+SPECIAL_TOKENS = [BOS, EOS, MASK, EOT, HEADER_START, HEADER_END]
+
+# LLaDA-8B-Instruct's template: bos, then <|start_header_id|>role<|end_header_id|>\n\ncontent<|eot_id|> per message.
+CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% for message in messages %}"
+    "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' + message['content'] + '<|eot_id|>' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
+)
+
+
+def build_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
+    """Train a byte-level BPE tokenizer of at most `vocab_size` ids (special tokens first: 0..5) on `texts`;
+    a small corpus may yield fewer merges, so size the model by len(tokenizer)."""
+    if vocab_size < len(SPECIAL_TOKENS) + 256:
+        raise ValueError(
+            f"vocab_size={vocab_size} is too small: byte-level BPE needs 256 byte ids plus "
+            f"{len(SPECIAL_TOKENS)} special tokens; use at least {len(SPECIAL_TOKENS) + 256}."
+        )
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(texts, trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        bos_token=BOS,
+        eos_token=EOS,
+        pad_token=EOS,
+        mask_token=MASK,
+        additional_special_tokens=[EOT, HEADER_START, HEADER_END],
+        chat_template=CHAT_TEMPLATE,
+    )
+    return fast
