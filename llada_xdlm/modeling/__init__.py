@@ -14,8 +14,7 @@ def register_auto_classes() -> None:
     AutoModel.register(LLaDAConfig, LLaDAModelLM, exist_ok=True)
     AutoModelForCausalLM.register(LLaDAConfig, LLaDAModelLM, exist_ok=True)
     LLaDAConfig.register_for_auto_class()
-    LLaDAModelLM.register_for_auto_class("AutoModel")
-    LLaDAModelLM.register_for_auto_class("AutoModelForCausalLM")
+    LLaDAModelLM.register_for_auto_class("AutoModel")  # save_pretrained adds AutoModelForCausalLM as well
 
 
 __all__ = ["LLaDAConfig", "LLaDAModelLM", "LLaDAOutput", "register_auto_classes"]

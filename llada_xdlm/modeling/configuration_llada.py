@@ -83,6 +83,7 @@ class LLaDAConfig(PreTrainedConfig):
             "weight_tying": (weight_tying, False),
             "scale_logits": (scale_logits, False),
             "input_emb_norm": (input_emb_norm, False),
+            "tie_word_embeddings": (kwargs.pop("tie_word_embeddings", False), False),
         }
         for key, (value, supported) in unsupported.items():
             if value != supported:

@@ -201,6 +201,15 @@ class LLaDAModelLM(LLaDAPreTrainedModel):
     def set_output_embeddings(self, value: nn.Linear):
         self.model.transformer.ff_out = value
 
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """Save as usual; when the class is registered for remote code, map AutoModelForCausalLM too (the official
+        checkpoint maps both), since transformers writes only the one auto class the model registered."""
+        if self._auto_class is not None:
+            auto_map = dict(getattr(self.config, "auto_map", None) or {})
+            auto_map["AutoModelForCausalLM"] = f"{type(self).__module__.split('.')[-1]}.{type(self).__name__}"
+            self.config.auto_map = auto_map
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
     def _attention_mask(
         self, attention_mask: torch.Tensor | None, L: int, is_causal: bool, device: torch.device
     ) -> torch.Tensor | None:
