@@ -269,7 +269,7 @@ def test_gradient_checkpointing_gives_the_same_gradients(tiny_config):
         return {n: p.grad.clone() for n, p in model.named_parameters()}
 
     plain = grads()
-    model.gradient_checkpointing_enable()
+    model.activation_checkpointing_enable()
     assert all(block.gradient_checkpointing for block in model.model.transformer.blocks)
     checkpointed = grads()
     for name in plain:
