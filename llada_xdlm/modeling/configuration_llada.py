@@ -27,7 +27,7 @@ class LLaDAConfig(PreTrainedConfig):
         self,
         d_model: int = 4096,
         n_heads: int = 32,
-        n_kv_heads: int | None = 32,
+        n_kv_heads: int | None = None,  # None: plain multi-head attention (= n_heads), as LLaDA-8B
         n_layers: int = 32,
         mlp_hidden_size: int = 12288,
         vocab_size: int = 126464,
