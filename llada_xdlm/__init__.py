@@ -11,3 +11,19 @@ __all__ = [
     "LLaDAOutput",
     "build_tokenizer",
 ]
+
+# Math (issue 3) and the fused LM-head loss (issue 7).
+from .diffusion import (  # noqa: E402
+    LinearSchedule,
+    LogLinearSchedule,
+    forward_process,
+    get_schedule,
+    prior_sample,
+    reverse_step_probs,
+    sample_t,
+    xdlm_loss,
+)
+from .ops import fused_linear_xdlm_loss  # noqa: E402
+
+__all__ += ["forward_process", "xdlm_loss", "reverse_step_probs", "prior_sample", "LinearSchedule", "LogLinearSchedule",
+            "get_schedule", "sample_t", "fused_linear_xdlm_loss"]
