@@ -1,0 +1,198 @@
+"""Text -> training examples: load any `datasets` source, tokenise, append EOS, pack into blocks (pretraining) or
+build prompt/response examples (SFT), and collate.
+
+Every example has `input_ids`; SFT examples also carry `labels` with -100 on the prompt (never noised, never
+counted). Packing runs batch-wise inside `Dataset.map` / `IterableDataset.map`, so a large corpus is processed
+lazily (streaming) or through the on-disk Arrow cache, never materialised in RAM.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from datasets import Dataset, IterableDataset, load_dataset
+
+from .args import DataArguments
+
+BUILDERS = {"json": "json", "jsonl": "json", "txt": "text", "text": "text", "parquet": "parquet", "csv": "csv"}
+MAP_BATCH = 1000  # documents packed together; the remainder (< block_size tokens) of each batch is dropped
+
+
+def load_raw(data_args: DataArguments, files: list[str] | None, split: str) -> Dataset | IterableDataset:
+    """One split of a Hub dataset (`dataset_name`, `dataset_config`) or of local files (builder from the extension)."""
+    if files:
+        extensions = {f.rsplit(".", 1)[-1].lower() for f in files}
+        builders = {BUILDERS.get(e) for e in extensions}
+        if None in builders or len(builders) != 1:
+            raise ValueError(
+                f"data files {files} have extensions {sorted(extensions)}: use one of {sorted(BUILDERS)} per split."
+            )
+        return load_dataset(builders.pop(), data_files=list(files), split="train", streaming=data_args.streaming)
+    return load_dataset(data_args.dataset_name, data_args.dataset_config, split=split, streaming=data_args.streaming)
+
+
+def first_row(dataset: Dataset | IterableDataset, name: str) -> dict:
+    """The first row, or a clear error for an empty dataset (checked before any training starts)."""
+    for row in dataset.take(1) if isinstance(dataset, IterableDataset) else dataset.select(range(min(1, len(dataset)))):
+        return row
+    raise ValueError(f"The {name} dataset is empty: check data_files / dataset_name / the split name.")
+
+
+def load_splits(data_args: DataArguments) -> tuple[Dataset | IterableDataset, Dataset | IterableDataset | None]:
+    """(train, eval) raw splits. Eval comes from eval_data_files, eval_split, or the first `eval_rows` train rows."""
+    train = load_raw(data_args, data_args.data_files, data_args.train_split)
+    evaluation = None
+    if data_args.eval_data_files or data_args.eval_split:
+        evaluation = load_raw(data_args, data_args.eval_data_files, data_args.eval_split)
+    elif data_args.eval_rows > 0:
+        if isinstance(train, IterableDataset):
+            evaluation, train = train.take(data_args.eval_rows), train.skip(data_args.eval_rows)
+        else:
+            if len(train) <= data_args.eval_rows:
+                raise ValueError(f"eval_rows={data_args.eval_rows} leaves no training rows (the split has {len(train)}).")
+            evaluation = train.select(range(data_args.eval_rows))
+            train = train.select(range(data_args.eval_rows, len(train)))
+    return train, evaluation
+
+
+def check_columns(row: dict, data_args: DataArguments, name: str) -> None:
+    """The columns the mode needs exist (error names what is there and the recipe key to set)."""
+    if data_args.mode == "pretrain":
+        needed = [data_args.text_column]
+        key = "text_column"
+    elif data_args.messages_column in row:
+        return
+    else:
+        needed = [data_args.prompt_column, data_args.response_column]
+        key = "messages_column, or prompt_column and response_column"
+    missing = [c for c in needed if c not in row]
+    if missing:
+        raise ValueError(
+            f"The {name} dataset has no column {missing} (columns: {sorted(row)}): set {key} in the recipe."
+        )
+
+
+def reject_mask_token(ids: list[int], mask_id: int, row: int, text: str) -> None:
+    if mask_id in ids:
+        raise ValueError(
+            f"Row {row} contains the mask token id {mask_id} (text starts {text[:80]!r}): the mask token is reserved "
+            "for the noise; remove it from the data."
+        )
+
+
+def pack_fn(tokenizer, data_args: DataArguments, mask_id: int, random_length_prob: float, seed: int):
+    """Batched map function: tokenise, append EOS, concatenate, cut into block_size blocks. With probability
+    `random_length_prob` a block is cut to a length uniform in [1, block_size] (LLaDA's variable-length trick),
+    drawn from a generator seeded by (seed, first row index), so the data is the same on every run and resume."""
+    eos, block = tokenizer.eos_token_id, data_args.block_size
+
+    def pack(batch: dict, indices: list[int]) -> dict:
+        texts = batch[data_args.text_column]
+        stream = []
+        for text, row, ids in zip(texts, indices, tokenizer(texts, add_special_tokens=False)["input_ids"]):
+            reject_mask_token(ids, mask_id, row, text)
+            stream.extend(ids)
+            stream.append(eos)
+        blocks = [stream[i : i + block] for i in range(0, len(stream) - block + 1, block)]
+        if random_length_prob > 0 and blocks:
+            rng = np.random.default_rng([seed, indices[0]])
+            cut = rng.random(len(blocks)) < random_length_prob
+            lengths = rng.integers(1, block + 1, len(blocks))
+            blocks = [b[:n] if c else b for b, c, n in zip(blocks, cut, lengths)]
+        return {"input_ids": blocks}
+
+    return pack
+
+
+def sft_fn(tokenizer, data_args: DataArguments, mask_id: int):
+    """Map function: one example per row, prompt tokens labelled -100, response + EOS as targets (LLaDA SFT).
+    Chat messages (or prompt/response columns, as a user/assistant pair) go through the chat template when the
+    tokenizer has one; the last message is the response, everything before it the prompt."""
+    eos, block = tokenizer.eos_token_id, data_args.block_size
+
+    def encode(row: dict, index: int) -> dict:
+        if data_args.messages_column in row and row[data_args.messages_column] is not None:
+            messages = row[data_args.messages_column]
+        else:
+            messages = [
+                {"role": "user", "content": row[data_args.prompt_column]},
+                {"role": "assistant", "content": row[data_args.response_column]},
+            ]
+        if tokenizer.chat_template:
+            prompt = tokenizer.apply_chat_template(messages[:-1], add_generation_prompt=True, return_dict=False)
+            full = tokenizer.apply_chat_template(messages, return_dict=False)
+            if full[: len(prompt)] != prompt:
+                raise ValueError(f"Row {index}: the chat template does not extend the prompt with the response.")
+        else:
+            prompt = tokenizer("".join(m["content"] for m in messages[:-1]), add_special_tokens=False)["input_ids"]
+            full = prompt + tokenizer(messages[-1]["content"], add_special_tokens=False)["input_ids"]
+        full = full + [eos]
+        reject_mask_token(full, mask_id, index, " ".join(m["content"] for m in messages))
+        if len(prompt) >= block:
+            raise ValueError(f"Row {index}: the prompt has {len(prompt)} tokens, not less than block_size={block}.")
+        full = full[:block]
+        return {"input_ids": full, "labels": [-100] * len(prompt) + full[len(prompt) :]}
+
+    return encode
+
+
+def build_dataset(
+    raw: Dataset | IterableDataset, tokenizer, data_args: DataArguments, mask_id: int, seed: int, name: str, train: bool
+) -> Dataset | IterableDataset:
+    """Tokenised examples from a raw split (errors on empty data, missing columns, mask tokens in the text)."""
+    row = first_row(raw, name)
+    check_columns(row, data_args, name)
+    columns = list(row)
+    if data_args.mode == "pretrain":
+        fn = pack_fn(tokenizer, data_args, mask_id, data_args.random_length_prob if train else 0.0, seed)
+        kwargs = dict(batched=True, batch_size=MAP_BATCH)
+    else:
+        fn, kwargs = sft_fn(tokenizer, data_args, mask_id), {}
+    dataset = raw.map(fn, with_indices=True, remove_columns=columns, **kwargs)
+    if isinstance(dataset, Dataset) and len(dataset) == 0:
+        raise ValueError(
+            f"The {name} dataset gives no block of block_size={data_args.block_size} tokens: lower block_size "
+            "or add data."
+        )
+    return dataset
+
+
+def corpus_texts(raw: Dataset | IterableDataset, data_args: DataArguments):
+    """The first `tokenizer_train_rows` texts of the train split (to build a fresh tokenizer)."""
+    rows = raw.take(data_args.tokenizer_train_rows) if isinstance(raw, IterableDataset) else raw.select(
+        range(min(len(raw), data_args.tokenizer_train_rows))
+    )
+    check_columns(first_row(raw, "train"), data_args, "train")
+    for row in rows:
+        if data_args.mode == "pretrain":
+            yield row[data_args.text_column]
+        elif data_args.messages_column in row:
+            yield from (m["content"] for m in row[data_args.messages_column])
+        else:
+            yield row[data_args.prompt_column]
+            yield row[data_args.response_column]
+
+
+@dataclass
+class XDLMCollator:
+    """Pad a list of examples to the longest one. Pretraining: padding is ignored (labels -100, attention_mask 0).
+    SFT (`count_padding`): LLaDA pads with EOS tokens that are noised and predicted like the response, so the model
+    learns where to stop; they are attended to and counted."""
+
+    pad_token_id: int
+    count_padding: bool = False
+
+    def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
+        B, L = len(examples), max(len(e["input_ids"]) for e in examples)
+        input_ids = torch.full((B, L), self.pad_token_id, dtype=torch.long)
+        labels = torch.full((B, L), self.pad_token_id if self.count_padding else -100, dtype=torch.long)
+        attention_mask = torch.zeros(B, L, dtype=torch.long)
+        for i, e in enumerate(examples):
+            n = len(e["input_ids"])
+            input_ids[i, :n] = torch.as_tensor(e["input_ids"])
+            labels[i, :n] = torch.as_tensor(e.get("labels", e["input_ids"]))
+            attention_mask[i, :n] = 1
+        batch = {"input_ids": input_ids, "labels": labels}  # [B, L] each
+        if not self.count_padding and not bool(attention_mask.all()):
+            batch["attention_mask"] = attention_mask
+        return batch

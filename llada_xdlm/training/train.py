@@ -1,0 +1,183 @@
+"""`xdlm-train RECIPE.yaml [--key value ...]` (also `python -m llada_xdlm.train`): the whole training run.
+
+Order matters for ZeRO-3: TrainingArguments (which registers the DeepSpeed config) exist before the model is
+built, so `from_pretrained` / `_from_config` create the parameters already partitioned and an 8B model never sits
+whole in one process. Every input check runs before training starts.
+"""
+
+import logging
+import math
+import sys
+
+import torch
+import transformers
+from transformers import AutoTokenizer, set_seed
+from transformers.integrations import is_deepspeed_zero3_enabled
+
+from ..modeling import LLaDAConfig, LLaDAModelLM
+from ..tokenization import build_tokenizer
+from .args import DataArguments, DiffusionArguments, ModelArguments, parse_recipe
+from .data import XDLMCollator, build_dataset, corpus_texts, load_splits
+from .trainer import XDLMTrainer
+
+logger = logging.getLogger("llada_xdlm.train")
+
+
+def load_tokenizer(model_args: ModelArguments, data_args: DataArguments, raw_train):
+    """The checkpoint's tokenizer, or (no path given) a byte-level BPE built from the training corpus."""
+    if model_args.tokenizer_name_or_path:
+        return AutoTokenizer.from_pretrained(model_args.tokenizer_name_or_path)
+    logger.info("Building a %d-id tokenizer from the training corpus", model_args.tokenizer_vocab_size)
+    return build_tokenizer(corpus_texts(raw_train, data_args), model_args.tokenizer_vocab_size)
+
+
+def load_model(model_args: ModelArguments, tokenizer) -> LLaDAModelLM:
+    """A checkpoint, or a fresh LLaDA-architecture model sized by model_config with the tokenizer's special ids."""
+    dtype = model_args.dtype
+    if model_args.model_name_or_path:
+        return LLaDAModelLM.from_pretrained(
+            model_args.model_name_or_path, dtype=dtype, attn_implementation=model_args.attn_implementation
+        )
+    specials = dict(
+        vocab_size=len(tokenizer),
+        embedding_size=len(tokenizer),
+        mask_token_id=tokenizer.mask_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    config = LLaDAConfig(**{**specials, **model_args.model_config})
+    dtype = torch.float32 if dtype == "auto" else getattr(torch, dtype)
+    # _from_config builds under deepspeed.zero.Init when ZeRO-3 is on (partitioned at creation).
+    return LLaDAModelLM._from_config(config, dtype=dtype, attn_implementation=model_args.attn_implementation)
+
+
+def resolve_mask_id(config, tokenizer) -> int:
+    """The mask id from the model config (LLaDA: 126336), else the tokenizer's mask token; they must agree."""
+    mask_id = config.mask_token_id if config.mask_token_id is not None else tokenizer.mask_token_id
+    if mask_id is None:
+        raise ValueError(
+            "No mask token id: the model config has mask_token_id=None and the tokenizer has no mask token. Set "
+            "mask_token_id in the model config (LLaDA: 126336) or give the tokenizer a mask token."
+        )
+    if tokenizer.mask_token_id is not None and tokenizer.mask_token_id != mask_id:
+        raise ValueError(
+            f"The model's mask_token_id={mask_id} differs from the tokenizer's mask token id "
+            f"{tokenizer.mask_token_id}: use the tokenizer the model was trained with."
+        )
+    return mask_id
+
+
+def check_compatible(config, tokenizer, data_args: DataArguments, mask_id: int) -> None:
+    """Errors before training: tokenizer ids outside the model, block longer than the model, mask id out of range."""
+    if len(tokenizer) > config.embedding_size:
+        raise ValueError(
+            f"Vocabulary mismatch: the tokenizer has {len(tokenizer)} ids but the model scores only "
+            f"embedding_size={config.embedding_size}: use the model's own tokenizer (or resize the embeddings)."
+        )
+    if not 0 <= mask_id < config.embedding_size:
+        raise ValueError(f"mask_token_id={mask_id} is outside the model's {config.embedding_size} ids.")
+    if data_args.block_size > config.max_sequence_length:
+        raise ValueError(
+            f"block_size={data_args.block_size} exceeds the model's max_sequence_length="
+            f"{config.max_sequence_length}: lower block_size in the recipe."
+        )
+    if tokenizer.eos_token_id is None:
+        raise ValueError("The tokenizer has no EOS token: documents are separated (and SFT padded) with EOS.")
+
+
+def add_lora(model, model_args: ModelArguments):
+    """Wrap the block linears named in lora_target_modules (regex on full names: never the LM head)."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(
+        r=model_args.lora_r,
+        lora_alpha=model_args.lora_alpha,
+        lora_dropout=model_args.lora_dropout,
+        target_modules=model_args.lora_target_regex,
+        bias="none",
+    )
+    model = get_peft_model(model, config)
+    model.print_trainable_parameters()
+    return model
+
+
+def print_samples(model, tokenizer, diffusion_args: DiffusionArguments, main: bool) -> None:
+    """Decode `sample_steps`-step samples after each prompt (every rank runs the forwards: ZeRO-3 needs them all)."""
+    from ..sampling import generate
+
+    model.eval()
+    device = next(model.parameters()).device
+    for prompt in diffusion_args.sample_prompts:
+        ids = torch.tensor([tokenizer(prompt, add_special_tokens=False)["input_ids"]], device=device)
+        with torch.no_grad():
+            out = generate(
+                model, ids, steps=diffusion_args.sample_steps, gen_length=diffusion_args.sample_length,
+                eos_token_id=tokenizer.eos_token_id, generator=torch.Generator(device=device).manual_seed(0),
+            )
+        if main:
+            text = tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
+            print(f"\n[{diffusion_args.sample_steps}-step sample] {prompt}|{text}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Run a recipe; returns the final metrics (validation NELBO before/after when there is validation data)."""
+    model_args, data_args, diffusion_args, training_args = parse_recipe(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
+    if data_args.streaming and training_args.max_steps <= 0:
+        raise ValueError("streaming datasets have no length: set max_steps in the recipe.")
+    training_args.remove_unused_columns = False  # examples hold exactly input_ids (+ labels)
+    set_seed(training_args.seed)
+
+    raw_train, raw_eval = load_splits(data_args)
+    tokenizer = load_tokenizer(model_args, data_args, raw_train)
+    model = load_model(model_args, tokenizer)
+    mask_id = resolve_mask_id(model.config, tokenizer)
+    check_compatible(model.config, tokenizer, data_args, mask_id)
+    train_dataset = build_dataset(raw_train, tokenizer, data_args, mask_id, training_args.seed, "train", train=True)
+    eval_dataset = None
+    if raw_eval is not None:
+        eval_dataset = build_dataset(raw_eval, tokenizer, data_args, mask_id, training_args.seed, "eval", train=False)
+
+    if diffusion_args.objective != "ar":
+        model.config.k1 = diffusion_args.k1  # saved with every checkpoint: the sampler's / evaluator's default
+    model.config.use_cache = False
+    if model_args.use_lora:
+        model = add_lora(model, model_args)
+
+    trainer = XDLMTrainer(
+        model=model,
+        args=training_args,
+        diffusion_args=diffusion_args,
+        mask_token_id=mask_id,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        data_collator=XDLMCollator(tokenizer.eos_token_id, count_padding=data_args.mode == "sft"),
+        processing_class=tokenizer,
+    )
+    # With validation data, evaluate once before the first step too (inside train(): DeepSpeed-safe).
+    training_args.eval_on_start = eval_dataset is not None
+    result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    metrics = {"train_loss": result.training_loss}
+    if eval_dataset is not None:
+        metrics["nelbo_before"] = next(log["eval_nelbo"] for log in trainer.state.log_history if "eval_nelbo" in log)
+    trainer.save_model()  # model (or LoRA adapter) + tokenizer + config with k1
+    trainer.save_state()
+    if eval_dataset is not None:
+        metrics["nelbo_after"] = trainer.evaluate()["eval_nelbo"]
+    if trainer.is_world_process_zero():
+        for key, value in metrics.items():
+            extra = f"  (PPL bound {math.exp(value):.1f})" if key.startswith("nelbo") else ""
+            print(f"{key}: {value:.4f}{extra}", flush=True)
+    if diffusion_args.sample_prompts and diffusion_args.objective != "ar":
+        print_samples(trainer.model, tokenizer, diffusion_args, trainer.is_world_process_zero())
+    return metrics
+
+
+def cli() -> None:
+    main()
+
+
+if __name__ == "__main__":
+    cli()
