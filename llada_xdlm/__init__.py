@@ -12,6 +12,21 @@ __all__ = [
     "build_tokenizer",
 ]
 
+# Training (issue 5): the argument dataclasses are light; XDLMTrainer imports transformers.Trainer (~4 s), so it
+# is loaded on first attribute access.
+from .training import DataArguments, DiffusionArguments, ModelArguments  # noqa: E402
+
+
+def __getattr__(name: str):
+    if name == "XDLMTrainer":
+        from .training.trainer import XDLMTrainer
+
+        return XDLMTrainer
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ += ["DataArguments", "DiffusionArguments", "ModelArguments", "XDLMTrainer"]
+
 # Math (issue 3) and the fused LM-head loss (issue 7).
 from .diffusion import (  # noqa: E402
     LinearSchedule,
