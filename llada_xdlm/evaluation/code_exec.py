@@ -3,9 +3,9 @@
 Every program runs in a fresh interpreter (`python -I`) with a timeout (its whole process group is killed),
 address-space / CPU-time / file-size limits set in the child before exec (resource.setrlimit), a temporary
 working directory that is deleted afterwards, an environment holding only PATH / HOME / TMPDIR / LANG (no
-inherited tokens or keys), and a guard that disables file deletion, renaming, process spawning and signals
-inside the program. This stops accidents and naive programs; it is not a security boundary against hostile
-code: run untrusted generations inside a container or VM as well.
+inherited tokens or keys), and a guard that disables file deletion, renaming, writing outside the working
+directory, process spawning and signals inside the program. This stops accidents and naive programs; it is not
+a security boundary against hostile code: run untrusted generations inside a container or VM as well.
 """
 
 import os
@@ -19,14 +19,33 @@ from dataclasses import dataclass
 
 ALLOW_ENV = "HF_ALLOW_CODE_EVAL"
 
-# Prepended to every program. It replaces destructive functions by one that raises, after which the program
-# itself runs; the program text travels in a separate file so tracebacks show its own line numbers.
+# Runs before every program: destructive functions raise PermissionError and files outside the working directory
+# cannot be opened for writing; then the program runs (from its own file, so tracebacks show its line numbers).
 _GUARD = '''\
-import builtins, os, shutil, subprocess, sys
+import builtins, io, os, shutil, subprocess
 
 def _disabled(*args, **kwargs):
     raise PermissionError("disabled while evaluating generated code")
 
+_HOME = os.getcwd() + os.sep
+_real_open, _real_os_open = io.open, os.open
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+
+def _inside(path):
+    return isinstance(path, int) or os.path.realpath(path).startswith(_HOME)
+
+def _open(file, mode="r", *args, **kwargs):
+    if any(c in mode for c in "wax+") and not _inside(file):
+        raise PermissionError(f"writing outside the working directory is disabled: {file!r}")
+    return _real_open(file, mode, *args, **kwargs)
+
+def _os_open(path, flags, *args, **kwargs):
+    if flags & _WRITE_FLAGS and not _inside(path):
+        raise PermissionError(f"writing outside the working directory is disabled: {path!r}")
+    return _real_os_open(path, flags, *args, **kwargs)
+
+builtins.open = io.open = _open
+os.open = _os_open
 for _name in ("remove", "unlink", "rmdir", "removedirs", "rename", "renames", "replace", "truncate", "chmod",
               "chown", "lchown", "link", "symlink", "kill", "killpg", "fork", "forkpty", "system", "popen",
               "execv", "execve", "execvp", "execvpe", "spawnv", "spawnve", "posix_spawn", "posix_spawnp",
@@ -36,9 +55,8 @@ for _name in ("remove", "unlink", "rmdir", "removedirs", "rename", "renames", "r
 for _name in ("rmtree", "move", "chown", "copytree", "copyfile", "copy", "copy2"):
     setattr(shutil, _name, _disabled)
 subprocess.Popen = subprocess.run = subprocess.call = subprocess.check_output = _disabled
-builtins.exit = builtins.quit = _disabled
-_source = open("program.py", encoding="utf-8").read()
-del builtins, shutil, subprocess, _disabled, _name
+with _real_open("program.py", encoding="utf-8") as _f:
+    _source = _f.read()
 exec(compile(_source, "program.py", "exec"), {"__name__": "__main__"})
 '''
 

@@ -1,0 +1,275 @@
+"""The lm-eval model "xdlm": LLaDA / LLaDA-XDLM checkpoints scored with lm-evaluation-harness.
+
+    lm_eval --model xdlm --model_args pretrained=PATH,steps=32,gen_length=256,block_length=256 --tasks gsm8k
+
+generate_until runs llada_xdlm.generate (few-step remasking sampler with XDLM refinement) on left-padded batches;
+loglikelihood is the Monte-Carlo ELBO of the continuation with the context never noised (likelihood.py), plus a
+greedy check; loglikelihood_rolling sums that bound over windows of max_length tokens. Under `accelerate launch`
+lm-eval shards the requests over processes and this class supplies rank, world size and the collectives.
+"""
+
+import inspect
+import logging
+import zlib
+
+import torch
+from lm_eval.api.model import LM
+from lm_eval.utils import get_rolling_token_windows, make_disjoint_window, simple_parse_args_string
+from tqdm import tqdm
+
+from llada_xdlm.evaluation.likelihood import ESTIMATORS, nelbo_samples
+from llada_xdlm.sampling import REMASKING, generate, truncate_at_stop
+
+logger = logging.getLogger(__name__)
+
+DTYPES = {"auto": "auto", "bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+SEED = 1234  # base seed of the Monte-Carlo draws; each request adds a hash of its own text
+
+
+class XDLMEvalLM(LM):
+    """lm-eval LM for LLaDA-style diffusion checkpoints; every model_arg is a keyword of __init__."""
+
+    def __init__(
+        self,
+        pretrained: str | None = None,
+        peft: str | None = None,
+        dtype: str = "auto",
+        device: str | None = None,
+        batch_size: int = 1,
+        steps: int = 32,
+        gen_length: int = 256,
+        block_length: int | None = None,
+        k1: float | None = None,
+        temperature: float = 0.0,
+        remasking: str = "low_confidence",
+        cfg_scale: float = 0.0,
+        mc_num: int = 128,
+        likelihood: str = "mdlm",
+        max_length: int | None = None,
+    ):
+        """pretrained: checkpoint folder or Hub id; peft: adapter folder merged into it; batch_size: prompts per
+        generate() call and Monte-Carlo samples per forward; steps / gen_length / block_length / k1 / temperature /
+        remasking / cfg_scale: the sampler's (k1 defaults to the checkpoint's config.k1; cfg_scale applies to
+        generation only); mc_num: samples per loglikelihood; likelihood: "mdlm" (LLaDA's estimator, low variance)
+        or "xdlm" (the XDLM bound at k1); max_length: tokens per sequence (default: config.max_sequence_length)."""
+        super().__init__()
+        block_length = gen_length if block_length is None else block_length
+        _validate(pretrained, dtype, batch_size, steps, gen_length, block_length, k1, temperature, remasking,
+                  cfg_scale, mc_num, likelihood, max_length)
+        from accelerate import Accelerator
+        from transformers import AutoTokenizer
+
+        from llada_xdlm.modeling import LLaDAModelLM
+
+        accelerator = Accelerator()
+        self.accelerator = accelerator if accelerator.num_processes > 1 else None
+        if self.accelerator is not None:
+            self._rank, self._world_size = accelerator.process_index, accelerator.num_processes
+            self._device = accelerator.device
+        else:
+            self._device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+        model = LLaDAModelLM.from_pretrained(pretrained, dtype=DTYPES[dtype])
+        if peft is not None:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, peft).merge_and_unload()
+        self.model = model.to(self._device).eval()
+        self.tokenizer = AutoTokenizer.from_pretrained(pretrained)
+        config = self.model.config
+        self.batch_size = batch_size
+        self.sampler_kwargs = dict(
+            steps=steps, gen_length=gen_length, block_length=block_length, temperature=temperature,
+            remasking=remasking, cfg_scale=cfg_scale, k1=config.k1 if k1 is None else k1,
+        )
+        self.mc_num, self.estimator = mc_num, likelihood
+        self.max_length = config.max_sequence_length if max_length is None else max_length
+        if self.max_length <= gen_length:
+            raise ValueError(f"max_length={self.max_length} must exceed gen_length={gen_length} to leave room "
+                             f"for the prompt.")
+        self.mask_id = config.mask_token_id
+        self.eos_id = config.eos_token_id
+        bos = self.tokenizer.bos_token_id
+        self.prefix = [bos if bos is not None else self.eos_id]  # the start-of-text token every input begins with
+        eot = self.tokenizer.convert_tokens_to_ids("<|eot_id|>")
+        self.end_ids = {self.eos_id} | ({eot} if isinstance(eot, int) and eot != self.tokenizer.unk_token_id else set())
+
+    # ---- construction from lm-eval's --model_args ---------------------------------------------------------
+
+    @classmethod
+    def create_from_arg_string(cls, arg_string, additional_config=None):
+        return cls.create_from_arg_obj(simple_parse_args_string(arg_string), additional_config)
+
+    @classmethod
+    def create_from_arg_obj(cls, arg_dict, additional_config=None):
+        """model_args win over the harness's own settings (--batch_size / --device, which it always passes)."""
+        known = set(inspect.signature(cls.__init__).parameters) - {"self"}
+        unknown = sorted(set(arg_dict) - known)
+        if unknown:
+            raise ValueError(f"unknown model_args {unknown} for --model xdlm; valid keys: {sorted(known)}.")
+        harness = {k: v for k, v in (additional_config or {}).items() if v is not None and k not in arg_dict}
+        if "max_batch_size" in harness:
+            raise ValueError("--max_batch_size needs --batch_size auto, which the xdlm model does not support; "
+                             "pass an integer batch_size.")
+        return cls(**harness, **arg_dict)
+
+    # ---- distributed helpers used by lm-eval --------------------------------------------------------------
+
+    def all_gather(self, tensor):
+        return tensor if self.accelerator is None else self.accelerator.gather(tensor)
+
+    def gather_object(self, obj, dst=0):
+        if self.accelerator is None:
+            return [obj]
+        from accelerate.utils import gather_object
+
+        return gather_object([obj])
+
+    def barrier(self):
+        if self.accelerator is not None:
+            self.accelerator.wait_for_everyone()
+
+    # ---- tokenization -------------------------------------------------------------------------------------
+
+    def _encode(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def _encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
+        """Token ids of prefix + context and of the continuation, split so that tokens spanning the boundary
+        belong to the continuation (trailing spaces of the context move to it first)."""
+        n_space = len(context) - len(context.rstrip())
+        if n_space:
+            context, continuation = context[:-n_space], context[-n_space:] + continuation
+        whole = self._encode(context + continuation)
+        n_context = len(self._encode(context))
+        return self.prefix + whole[:n_context], whole[n_context:]
+
+    # ---- generation ---------------------------------------------------------------------------------------
+
+    def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
+        """Left-padded batches of prompts with equal gen_kwargs, longest first; each output is cut at the first
+        end-of-text token, at max_gen_toks tokens and at the first of the request's `until` strings."""
+        gen_length = self.sampler_kwargs["gen_length"]
+        prompts = [(self.prefix + self._encode(r.args[0]))[-(self.max_length - gen_length):] for r in requests]
+        groups: dict[str, list[int]] = {}
+        for i, r in enumerate(requests):
+            groups.setdefault(repr(sorted(r.args[1].items())), []).append(i)
+        results: list[str | None] = [None] * len(requests)
+        bar = tqdm(total=len(requests), desc="xdlm generate_until", disable=disable_tqdm or self.rank != 0)
+        for indices in groups.values():
+            kwargs = requests[indices[0]].args[1]
+            until = kwargs.get("until") or []
+            until = [until] if isinstance(until, str) else list(until)
+            max_new = min(int(kwargs.get("max_gen_toks", gen_length)), gen_length)
+            indices.sort(key=lambda i: -len(prompts[i]))
+            for start in range(0, len(indices), self.batch_size):
+                batch = indices[start : start + self.batch_size]
+                input_ids, attention_mask = self._left_pad([prompts[i] for i in batch])
+                out = generate(self.model, input_ids, attention_mask, mask_id=self.mask_id, eos_token_id=self.eos_id,
+                               **self.sampler_kwargs)
+                texts = [self._decode(row[input_ids.shape[1]:][:max_new].tolist()) for row in out]
+                for i, text in zip(batch, truncate_at_stop(texts, until)):
+                    results[i] = text
+                    self.cache_hook.add_partial("generate_until", requests[i].args, text)
+                bar.update(len(batch))
+        bar.close()
+        return results
+
+    def _left_pad(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), self.eos_id, dtype=torch.long)
+        mask = torch.zeros(len(rows), width, dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids[i, width - len(r):] = torch.tensor(r)
+            mask[i, width - len(r):] = 1
+        return ids.to(self._device), mask.to(self._device)
+
+    def _decode(self, ids: list[int]) -> str:
+        end = next((j for j, t in enumerate(ids) if t in self.end_ids), len(ids))
+        return self.tokenizer.decode(ids[:end], skip_special_tokens=True)
+
+    # ---- likelihood ---------------------------------------------------------------------------------------
+
+    def _nelbo(self, context: list[int], target: list[int], seed_text: str) -> float:
+        """Mean Monte-Carlo NELBO of `target` after `context` (context kept clean), seeded by the request text so
+        results do not depend on batching, order or rank."""
+        ids = torch.tensor([context + target], device=self._device)
+        target_mask = torch.zeros_like(ids, dtype=torch.bool)
+        target_mask[0, len(context):] = True
+        generator = torch.Generator(self._device).manual_seed(SEED + zlib.crc32(seed_text.encode("utf-8")))
+        samples = nelbo_samples(self.model, ids, target_mask, estimator=self.estimator,
+                                k1=self.sampler_kwargs["k1"], mc_num=self.mc_num, batch_size=self.batch_size,
+                                mask_id=self.mask_id, generator=generator)
+        return float(samples.mean())
+
+    def _is_greedy(self, context: list[int], target: list[int]) -> bool:
+        """Does the sampler at temperature 0, filling one token per step, produce exactly `target`?"""
+        ids = torch.tensor([context], device=self._device)
+        kwargs = {**self.sampler_kwargs, "steps": len(target), "gen_length": len(target),
+                  "block_length": len(target), "temperature": 0.0, "remasking": "low_confidence", "cfg_scale": 0.0}
+        out = generate(self.model, ids, mask_id=self.mask_id, **kwargs)
+        return out[0, len(context):].tolist() == target
+
+    def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
+        results = []
+        for r in tqdm(requests, desc="xdlm loglikelihood", disable=disable_tqdm or self.rank != 0):
+            context, continuation = r.args
+            ctx, target = self._encode_pair(context, continuation)
+            if not target:
+                raise ValueError(f"empty continuation for context {context[-50:]!r}: nothing to score.")
+            if len(target) >= self.max_length:
+                raise ValueError(f"continuation of {len(target)} tokens does not fit max_length={self.max_length}.")
+            ctx = ctx[-(self.max_length - len(target)):]
+            answer = (-self._nelbo(ctx, target, context + continuation), self._is_greedy(ctx, target))
+            results.append(answer)
+            self.cache_hook.add_partial("loglikelihood", r.args, answer)
+        return results
+
+    def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
+        """Sum of the ELBO over disjoint windows of max_length tokens, each conditioned on the token before it."""
+        results = []
+        for r in tqdm(requests, desc="xdlm loglikelihood_rolling", disable=disable_tqdm or self.rank != 0):
+            (text,) = r.args
+            windows = get_rolling_token_windows(self._encode(text), self.prefix[0], self.max_length - 1, 1)
+            total = 0.0
+            for i, (ctx, target) in enumerate(map(make_disjoint_window, windows)):
+                total -= self._nelbo(ctx, target, f"{i}:{text}")
+            results.append(total)
+            self.cache_hook.add_partial("loglikelihood_rolling", r.args, total)
+        return results
+
+
+def _validate(pretrained, dtype, batch_size, steps, gen_length, block_length, k1, temperature, remasking, cfg_scale,
+              mc_num, likelihood, max_length) -> None:
+    """Check every model_arg before anything is loaded; the message names the value and the fix."""
+
+    def positive_int(name, value):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}={value!r} must be a positive integer.")
+
+    if not pretrained:
+        raise ValueError("model_args needs pretrained=<checkpoint folder or Hub id>, e.g. "
+                         "--model_args pretrained=GSAI-ML/LLaDA-8B-Base.")
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype={dtype!r} is not one of {sorted(DTYPES)}.")
+    for name, value in [("batch_size", batch_size), ("steps", steps), ("gen_length", gen_length),
+                        ("block_length", block_length), ("mc_num", mc_num)]:
+        positive_int(name, value)
+    if max_length is not None:
+        positive_int("max_length", max_length)
+    if gen_length % block_length:
+        raise ValueError(f"gen_length={gen_length} is not a multiple of block_length={block_length}.")
+    if steps % (gen_length // block_length):
+        raise ValueError(f"steps={steps} does not divide evenly over the {gen_length // block_length} blocks of "
+                         f"gen_length={gen_length} / block_length={block_length}; use a multiple of "
+                         f"{gen_length // block_length}.")
+    if k1 is not None and not (isinstance(k1, (int, float)) and 0.0 <= k1 <= 1.0):
+        raise ValueError(f"k1={k1!r} must be a number in [0, 1].")
+    if not isinstance(temperature, (int, float)) or temperature < 0:
+        raise ValueError(f"temperature={temperature!r} must be a number >= 0.")
+    if not isinstance(cfg_scale, (int, float)) or cfg_scale < 0:
+        raise ValueError(f"cfg_scale={cfg_scale!r} must be a number >= 0.")
+    if remasking not in REMASKING:
+        raise ValueError(f"remasking={remasking!r} is not one of {REMASKING}.")
+    if likelihood not in ESTIMATORS:
+        raise ValueError(f"likelihood={likelihood!r} is not one of {ESTIMATORS}.")

@@ -1,0 +1,199 @@
+"""Monte-Carlo likelihood estimators and the lm-eval model "xdlm" (in process, tiny model, offline)."""
+
+import itertools
+import math
+
+import pytest
+import torch
+from lm_eval.api.instance import Instance
+
+from llada_xdlm.evaluation.likelihood import loglikelihood, nelbo_samples
+from llada_xdlm.evaluation.lm_eval_model import XDLMEvalLM
+
+
+@pytest.fixture
+def sequence(tiny_tokenizer):
+    """One row: 6 context tokens (kept clean) then 4 target tokens."""
+    ids = tiny_tokenizer("The heapq module provides an implementation of the heap queue")["input_ids"][:10]
+    target_mask = torch.zeros(1, 10, dtype=torch.bool)
+    target_mask[0, 6:] = True
+    return torch.tensor([ids]), target_mask
+
+
+def exact_mdlm_nelbo(model, input_ids, target_mask) -> float:
+    """The k1 = 0 bound by enumeration: sum over non-empty masked subsets S of the T targets of
+    (|S| - 1)! (T - |S|)! / T! * sum_{i in S} -log p(x_i | x with S masked), the mask id excluded from p."""
+    mask_id = model.config.mask_token_id
+    positions = target_mask[0].nonzero().squeeze(1).tolist()
+    T = len(positions)
+    subsets = [s for n in range(1, T + 1) for s in itertools.combinations(positions, n)]
+    noisy = input_ids.repeat(len(subsets), 1)
+    for row, subset in enumerate(subsets):
+        noisy[row, list(subset)] = mask_id
+    with torch.no_grad():
+        logits = model(noisy).logits.double()
+    logits[..., mask_id] = -math.inf
+    logp = logits.log_softmax(-1).gather(-1, input_ids.expand_as(noisy)[..., None]).squeeze(-1)  # [2^T - 1, L]
+    total = 0.0
+    for row, subset in enumerate(subsets):
+        n = len(subset)
+        weight = math.factorial(n - 1) * math.factorial(T - n) / math.factorial(T)
+        total += weight * -logp[row, list(subset)].sum().item()
+    return total
+
+
+def test_estimators_converge_to_the_exact_bound_and_agree_at_k1_0(tiny_model, sequence):
+    ids, target_mask = sequence
+    exact = exact_mdlm_nelbo(tiny_model, ids, target_mask)
+    g = torch.Generator().manual_seed(0)
+    mdlm = nelbo_samples(tiny_model, ids, target_mask, estimator="mdlm", mc_num=2000, batch_size=1000, generator=g)
+    xdlm = nelbo_samples(tiny_model, ids, target_mask, estimator="xdlm", k1=0.0, mc_num=8000, batch_size=4000,
+                         generator=g)
+    se_m, se_x = mdlm.std() / math.sqrt(2000), xdlm.std() / math.sqrt(8000)  # iid bounds (draws are stratified)
+    assert abs(mdlm.mean().item() - exact) < 4 * se_m + 1e-6
+    # xdlm draws t from [1e-3, 1): that cut-off biases the bound by < 1e-3 * T relative
+    assert abs(xdlm.mean().item() - exact) < 4 * se_x + 4e-3 * exact
+    assert abs(xdlm.mean() - mdlm.mean()).item() < 4 * math.hypot(se_m, se_x) + 4e-3 * exact
+
+
+def test_mdlm_estimate_variance_falls_as_one_over_mc_num(tiny_model, sequence):
+    """(The xdlm estimator's samples are heavy-tailed, weight 1/t down to t = 1e-3, so a sample variance over
+    repeats is no reliable statistic for it; its convergence is tested against the exact bound above.)"""
+    ids, target_mask = sequence
+    g = torch.Generator().manual_seed(1)
+
+    def variance(mc_num, repeats=100):
+        estimates = loglikelihood(tiny_model, ids.repeat(repeats, 1), target_mask.repeat(repeats, 1),
+                                  estimator="mdlm", mc_num=mc_num, batch_size=1024, generator=g)
+        return estimates.var().item()
+
+    small, large = variance(4), variance(32)
+    assert 0 < large * 32 <= 1.5 * small * 4, (small, large)
+
+
+def test_context_and_padding_are_never_noised(tiny_model, tiny_tokenizer):
+    ids = torch.tensor([tiny_tokenizer("Regular expression matching operations")["input_ids"][:8]] * 2)
+    ids[1, :2] = tiny_tokenizer.pad_token_id
+    attention_mask = torch.ones_like(ids)
+    attention_mask[1, :2] = 0
+    target_mask = torch.zeros_like(ids, dtype=torch.bool)
+    target_mask[:, 5:] = True
+    seen = []
+    hook = tiny_model.register_forward_pre_hook(lambda module, args, kwargs: seen.append(args[0].clone()),
+                                                with_kwargs=True)
+    for estimator in ("mdlm", "xdlm"):
+        nelbo_samples(tiny_model, ids, target_mask, attention_mask=attention_mask, estimator=estimator, k1=0.5,
+                      mc_num=16, batch_size=8)
+    hook.remove()
+    noisy = torch.cat(seen)  # [2 estimators * 2 rows * 16, L], rows in (row, sample) order
+    clean = ids.repeat_interleave(16, 0).repeat(2, 1)
+    assert torch.equal(noisy[:, :5], clean[:, :5])
+    assert (noisy[:, 5:] != clean[:, 5:]).any()
+
+
+def test_likelihood_rejects_bad_input(tiny_model, sequence):
+    ids, target_mask = sequence
+    with pytest.raises(ValueError, match="estimator"):
+        nelbo_samples(tiny_model, ids, target_mask, estimator="elbo")
+    with pytest.raises(ValueError, match="k1"):
+        nelbo_samples(tiny_model, ids, target_mask, estimator="xdlm", k1=1.5)
+    with pytest.raises(ValueError, match="at least one True"):
+        nelbo_samples(tiny_model, ids, torch.zeros_like(target_mask))
+    with pytest.raises(ValueError, match="bool tensor"):
+        nelbo_samples(tiny_model, ids, target_mask.long())
+
+
+# ---- the lm-eval model ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def checkpoint(tmp_path, tiny_model, tiny_tokenizer):
+    path = tmp_path / "tiny-llada"
+    tiny_model.save_pretrained(path)
+    tiny_tokenizer.save_pretrained(path)
+    return str(path)
+
+
+def make_lm(checkpoint, **kwargs) -> XDLMEvalLM:
+    args = dict(pretrained=checkpoint, device="cpu", steps=4, gen_length=8, mc_num=8, batch_size=4, dtype="float32")
+    return XDLMEvalLM(**{**args, **kwargs})
+
+
+PROMPTS = [
+    "The json module",
+    "A short prompt",
+    "This module provides regular expression matching operations similar to those found in Perl",
+    "Heap queue",
+    "The random module implements pseudo-random number generators",
+]
+
+
+def gen_requests(prompts, **gen_kwargs):
+    return [Instance("generate_until", {}, (p, {"until": [], **gen_kwargs}), i) for i, p in enumerate(prompts)]
+
+
+def test_generate_until_same_at_batch_size_1_and_4(checkpoint):
+    one = make_lm(checkpoint, batch_size=1).generate_until(gen_requests(PROMPTS))
+    four = make_lm(checkpoint, batch_size=4).generate_until(gen_requests(PROMPTS))
+    assert one == four
+    assert all(isinstance(text, str) for text in one) and any(one)
+
+
+def test_generate_until_cuts_at_stop_strings_and_max_gen_toks(checkpoint, tiny_tokenizer):
+    lm = make_lm(checkpoint, k1=0.0)
+    full = lm.generate_until(gen_requests(PROMPTS))
+    text = max(full, key=len)
+    i = full.index(text)
+    stop = text[len(text) // 2 : len(text) // 2 + 2]
+    cut = lm.generate_until(gen_requests([PROMPTS[i]], until=[stop]))[0]
+    assert cut == text[: text.find(stop)]
+    short = lm.generate_until(gen_requests([PROMPTS[i]], max_gen_toks=2))[0]
+    assert text.startswith(short) and len(tiny_tokenizer(short, add_special_tokens=False)["input_ids"]) <= 2
+
+
+def test_loglikelihood_is_deterministic_and_checks_greedy(checkpoint):
+    lm = make_lm(checkpoint, k1=0.0, gen_length=4)
+    context = "The json module"
+    greedy = lm.generate_until(gen_requests([context]))[0]  # 4 tokens, 4 steps: one token per step, argmax
+    requests = [Instance("loglikelihood", {}, (context, c), i) for i, c in enumerate([greedy, " heap queue"])]
+    first, second = lm.loglikelihood(requests), lm.loglikelihood(requests[::-1])[::-1]
+    assert first == second  # seeded by the request, not by call order
+    (ll_greedy, is_greedy), (ll_other, is_other) = first
+    assert is_greedy and not is_other
+    assert ll_greedy < 0 and ll_other < 0
+
+
+def test_loglikelihood_rolling_sums_windows(checkpoint):
+    text = "This module provides regular expression matching operations similar to those found in Perl."
+    lm = make_lm(checkpoint, max_length=12, mc_num=4)
+    (total,) = lm.loglikelihood_rolling([Instance("loglikelihood_rolling", {}, (text,), 0)])
+    ids = lm._encode(text)
+    windows = math.ceil(len(ids) / 11)
+    assert windows > 1 and total < 0
+    per_token = -total / len(ids)
+    assert 0.5 * math.log(len(lm.tokenizer)) < per_token < 3 * math.log(len(lm.tokenizer))  # a random model
+
+
+@pytest.mark.parametrize(
+    "model_args,message",
+    [
+        ("pretrained=x,stepz=32", r"unknown model_args \['stepz'\].*valid keys"),
+        ("steps=32", "needs pretrained="),
+        ("pretrained=x,steps=30,gen_length=256,block_length=64", "steps=30 does not divide evenly over the 4 blocks"),
+        ("pretrained=x,gen_length=100,block_length=64", "not a multiple of block_length"),
+        ("pretrained=x,likelihood=elbo", "likelihood='elbo' is not one of"),
+        ("pretrained=x,batch_size=auto", "batch_size='auto' must be a positive integer"),
+        ("pretrained=x,k1=2", "k1=2 must be a number in"),
+        ("pretrained=x,remasking=greedy", "remasking='greedy'"),
+        ("pretrained=x,dtype=fp8", "dtype='fp8'"),
+    ],
+)
+def test_bad_model_args_fail_before_loading(model_args, message):
+    with pytest.raises(ValueError, match=message):
+        XDLMEvalLM.create_from_arg_string(model_args, {"batch_size": 1, "device": None})
+
+
+def test_model_args_take_precedence_over_harness_defaults(checkpoint):
+    lm = XDLMEvalLM.create_from_arg_string(f"pretrained={checkpoint},batch_size=3,steps=4,gen_length=8,device=cpu",
+                                           {"batch_size": 1, "max_batch_size": None, "device": None})
+    assert lm.batch_size == 3 and lm.sampler_kwargs["k1"] == lm.model.config.k1
