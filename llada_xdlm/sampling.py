@@ -1,0 +1,308 @@
+"""Few-step sampling (DESIGN §4): LLaDA's remasking sampler with XDLM refinement (default) and the ancestral
+posterior sampler, batched over left-padded prompts, optionally recording what every step did.
+
+Generation is fixed-length: the canvas is the prompt followed by `gen_length` masks and every step is one model
+forward (two with classifier-free guidance). Stop strings therefore cannot end a diffusion run early; cut decoded
+texts with `truncate_at_stop` instead.
+"""
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from .diffusion import prior_sample, reverse_step_probs
+
+SAMPLERS = ("remask", "ancestral")
+REMASKING = ("low_confidence", "random")
+
+
+@dataclass
+class Trajectory:
+    """What each of the S steps did to the generated part of the canvas (B rows, G = gen_length positions).
+    tokens[0] is the starting canvas (all masks; the prior draw for the ancestral sampler), tokens[s + 1] the
+    canvas after step s. Prompt and padding are never changed, so they are not recorded."""
+
+    tokens: torch.Tensor  # [S + 1, B, G]
+    filled: torch.Tensor  # [S, B, G] bool: mask -> token
+    refined: torch.Tensor  # [S, B, G] bool: token -> another token
+    remasked: torch.Tensor  # [S, B, G] bool: token -> mask
+    mask_id: int
+
+
+@dataclass
+class GenerateOutput:
+    """generate(..., return_trajectory=True): the final sequences [B, P + G] and the step-by-step trajectory."""
+
+    sequences: torch.Tensor
+    trajectory: Trajectory
+
+
+@torch.no_grad()
+def generate(
+    model,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    *,
+    steps: int = 32,
+    gen_length: int = 256,
+    block_length: int | None = None,
+    sampler: str = "remask",
+    k1: float | None = None,
+    temperature: float = 0.0,
+    remasking: str = "low_confidence",
+    top_p: float | None = None,
+    cfg_scale: float = 0.0,
+    mask_id: int | None = None,
+    eos_token_id: int | None = None,
+    suppress_tokens: Sequence[int] | None = None,
+    generator: torch.Generator | None = None,
+    return_trajectory: bool = False,
+) -> torch.Tensor | GenerateOutput:
+    """Generate `gen_length` tokens after each (left-padded) prompt in `steps` model forwards.
+
+    input_ids [B, P] (left-padded when prompts differ in length, with attention_mask [B, P], 1 = real token).
+    sampler "remask" (DESIGN §4A): each step fills the most confident masks of the current block (even split of
+    the block over its steps, remainder to the earliest steps); with k1 > 0 it also rewrites committed generated
+    tokens whose prediction differs and is at least as probable, most confident first, keeping the total number of
+    rewrites <= floor(k1 / (1 - k1) * tokens filled so far) (unlimited at k1 = 1). temperature > 0 draws the
+    candidates with Gumbel noise; remasking "random" fills masks in random order; block_length < gen_length is
+    semi-autoregressive (steps must divide evenly over the blocks).
+    sampler "ancestral" (DESIGN §4B): starts from the prior and applies the plug-in posterior over `steps` uniform
+    steps in t, the last to alpha = 1; top_p restricts the model's prediction to its nucleus first.
+    k1 and mask_id default to model.config.k1 and model.config.mask_token_id. cfg_scale > 0 adds classifier-free
+    guidance (the unconditional copy has its prompt replaced by masks). suppress_tokens are never generated.
+    eos_token_id, when given, turns every generated token after the first EOS into EOS (the canvas is fixed-length;
+    what follows the end of the text is noise).
+    Returns sequences [B, P + gen_length], or GenerateOutput(sequences, trajectory) with return_trajectory.
+    """
+    config = getattr(model, "config", None)
+    k1 = float(getattr(config, "k1", 0.0) if k1 is None else k1)
+    mask_id = getattr(config, "mask_token_id", None) if mask_id is None else mask_id
+    V = getattr(config, "embedding_size", None) or getattr(config, "vocab_size", None)
+    block_length = gen_length if block_length is None else block_length
+    _check_args(input_ids, attention_mask, steps, gen_length, block_length, sampler, k1, temperature, remasking,
+                top_p, cfg_scale, mask_id, V, suppress_tokens)
+
+    B, P = input_ids.shape
+    device = input_ids.device
+    x = torch.cat([input_ids, input_ids.new_full((B, gen_length), mask_id)], dim=1)  # [B, P + G] the canvas
+    real_prompt = torch.zeros_like(x, dtype=torch.bool)  # [B, L] real prompt tokens (masked out for cfg)
+    real_prompt[:, :P] = True if attention_mask is None else attention_mask.bool()
+    if attention_mask is not None:
+        attention_mask = torch.cat([attention_mask, attention_mask.new_ones(B, gen_length)], dim=1)  # [B, L]
+    banned = torch.tensor([mask_id, *(suppress_tokens or ())], device=device)  # ids whose logit becomes -inf
+
+    def logits_at(start: int, end: int) -> torch.Tensor:
+        """One step's model prediction for canvas positions [start, end): [B, end - start, V], banned ids -inf."""
+        logits = model(x, attention_mask=attention_mask).logits[:, start:end]
+        if cfg_scale > 0:
+            uncond = model(x.masked_fill(real_prompt, mask_id), attention_mask=attention_mask).logits[:, start:end]
+            logits = uncond + (cfg_scale + 1) * (logits - uncond)
+        return logits.index_fill_(-1, banned, float("-inf"))
+
+    history = [x[:, P:].clone()] if return_trajectory else None
+    if sampler == "remask":
+        _remask_loop(x, logits_at, P, steps, gen_length, block_length, k1, temperature, remasking, mask_id,
+                     generator, history)
+    else:
+        _ancestral_loop(x, logits_at, P, steps, gen_length, k1, top_p, mask_id, V, generator, history)
+
+    sequences = x
+    if eos_token_id is not None:
+        after_eos = (x[:, P:] == eos_token_id).cumsum(dim=1) > 0  # [B, G] at or after the first EOS
+        sequences = x.clone()
+        sequences[:, P:] = x[:, P:].masked_fill(after_eos, eos_token_id)
+    if not return_trajectory:
+        return sequences
+    return GenerateOutput(sequences=sequences, trajectory=_trajectory(history, mask_id))
+
+
+def _remask_loop(x, logits_at, P, steps, gen_length, block_length, k1, temperature, remasking, mask_id, generator,
+                 history):
+    """DESIGN §4A in place on the canvas x [B, L]. With k1 > 0 the window of positions a step may change spans all
+    generated positions up to the end of the current block (refinement); with k1 = 0 just the current block."""
+    B = x.shape[0]
+    num_blocks = gen_length // block_length
+    steps_per_block = steps // num_blocks
+    base, extra = divmod(block_length, steps_per_block)
+    fills = [base + (i < extra) for i in range(steps_per_block)]  # tokens filled per step inside a block
+    filled_total = 0
+    refined_total = torch.zeros(B, dtype=torch.long, device=x.device)  # [B] rewrites so far (the budget's debit)
+    for block in range(num_blocks):
+        end = P + (block + 1) * block_length
+        start = P if k1 > 0 else end - block_length
+        for n_fill in fills:
+            logits = logits_at(start, end)  # [B, W, V]
+            x0, conf, logz = _propose(logits, temperature, generator)  # [B, W] each
+            xw = x[:, start:end]  # [B, W] view of the window
+            is_mask = xw == mask_id  # only the current block still has masks
+            score = conf if remasking == "low_confidence" else torch.rand(conf.shape, generator=generator,
+                                                                           device=conf.device)
+            fill = _top_k_per_row(score, is_mask, torch.full_like(refined_total, n_fill))
+            new = torch.where(fill, x0, xw)
+            filled_total += n_fill
+            if k1 > 0:
+                if k1 == 1:  # pure uniform noise: every fill may be followed by any number of rewrites
+                    budget = torch.full_like(refined_total, xw.shape[1])
+                else:
+                    budget = math.floor(k1 / (1 - k1) * filled_total + 1e-9) - refined_total  # [B] carried over
+                p_cur = (logits.gather(-1, xw[..., None]).squeeze(-1).float() - logz).exp()  # [B, W], 0 at masks
+                can = ~is_mask & (x0 != xw) & (conf >= p_cur)
+                refine = _top_k_per_row(conf, can, budget)
+                new = torch.where(refine, x0, new)
+                refined_total += refine.sum(dim=1)
+            xw.copy_(new)
+            if history is not None:
+                history.append(x[:, P:].clone())
+
+
+def _ancestral_loop(x, logits_at, P, steps, gen_length, k1, top_p, mask_id, V, generator, history):
+    """DESIGN §4B in place on x [B, L]: prior draw, then `steps` posterior steps alpha = i/steps -> (i+1)/steps."""
+    B = x.shape[0]
+    x[:, P:] = prior_sample((B, gen_length), k1, mask_id, V, generator=generator, device=x.device)
+    if history is not None:
+        history[0] = x[:, P:].clone()
+    # alpha_i = i / steps, except that the first step starts just above 0, where reverse_step_probs's domain
+    # (0, 1] begins: at 1e-9 the posterior differs from its alpha -> 0 limit by ~1e-9.
+    alphas = torch.linspace(0, 1, steps + 1, dtype=torch.float64, device=x.device).clamp_(min=1e-9)
+    for i in range(steps):
+        logits = logits_at(P, x.shape[1])  # [B, G, V]
+        if top_p is not None:
+            logits = _nucleus(logits, top_p)
+        x[:, P:] = ancestral_step(logits, x[:, P:], alphas[i].expand(B), alphas[i + 1].expand(B), k1, mask_id,
+                                  generator)
+        if history is not None:
+            history.append(x[:, P:].clone())
+
+
+def ancestral_step(logits, z_t, alpha_t, alpha_s, k1, mask_id, generator=None) -> torch.Tensor:
+    """One posterior draw z_s ~ reverse_step_probs(logits, z_t, alpha_t, alpha_s, k1, mask_id): [B, G] ids
+    (alpha_t, alpha_s: tensors [B] or [B, G], as reverse_step_probs takes them)."""
+    probs = reverse_step_probs(logits, z_t, alpha_t, alpha_s, k1, mask_id)  # [B, G, V]
+    return torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=generator).view(z_t.shape)
+
+
+def _propose(logits, temperature, generator):
+    """Candidate tokens x0 = argmax(logits + temperature * Gumbel) and their confidence p(x0) under softmax(logits)
+    (banned ids already -inf). logits [B, W, V] -> x0, conf [B, W], and log Z [B, W] (float32)."""
+    logz = torch.logsumexp(logits.float(), dim=-1)  # [B, W]
+    if temperature == 0:
+        top, x0 = logits.max(dim=-1)
+    else:
+        x0 = _gumbel(logits.shape, generator, logits.device).mul_(temperature).add_(logits).argmax(dim=-1)
+        top = logits.gather(-1, x0[..., None]).squeeze(-1)
+    return x0, (top.float() - logz).exp(), logz
+
+
+def _gumbel(shape, generator, device) -> torch.Tensor:
+    """Standard Gumbel noise in float32 with a 48-bit uniform: -log(-log1p(-w)), w = 1 - u. A plain float32
+    uniform (24 bits) truncates the Gumbel tail at 16.6, which biases large-vocabulary sampling towards low
+    temperature (arXiv:2409.02908); two draws push the tail to 33 at float32 cost (float64 reaches 36.7)."""
+    w = torch.rand(shape, generator=generator, device=device)
+    w.add_(torch.rand(shape, generator=generator, device=device), alpha=2.0**-24).clamp_(2.0**-48, 1 - 2.0**-24)
+    return w.neg_().log1p_().neg_().log_().neg_()
+
+
+def _top_k_per_row(score, eligible, k) -> torch.Tensor:
+    """Boolean [B, W]: the k[b] highest-scoring eligible positions of each row (all of them when fewer), as one
+    batched sort with a rank comparison. score [B, W], eligible [B, W] bool, k [B] long."""
+    score = score.masked_fill(~eligible, float("-inf"))
+    order = score.argsort(dim=-1, descending=True, stable=True)  # [B, W]
+    rank = torch.empty_like(order).scatter_(-1, order, torch.arange(order.shape[1], device=order.device).expand_as(order))
+    return eligible & (rank < k[:, None])
+
+
+def _nucleus(logits, top_p) -> torch.Tensor:
+    """Keep the smallest set of most probable ids whose probability reaches top_p; the rest -> -inf. [B, G, V]."""
+    sorted_logits, order = logits.sort(dim=-1, descending=True)
+    probs = sorted_logits.float().softmax(dim=-1)
+    before = probs.cumsum(dim=-1) - probs  # probability mass of the more probable ids
+    drop = torch.zeros_like(before, dtype=torch.bool).scatter_(-1, order, before >= top_p)  # mass before >= top_p
+    return logits.masked_fill(drop, float("-inf"))
+
+
+def _trajectory(history, mask_id) -> Trajectory:
+    tokens = torch.stack(history)  # [S + 1, B, G]
+    prev, new = tokens[:-1], tokens[1:]
+    was_mask, is_mask = prev == mask_id, new == mask_id
+    return Trajectory(
+        tokens=tokens,
+        filled=was_mask & ~is_mask,
+        refined=~was_mask & ~is_mask & (new != prev),
+        remasked=~was_mask & is_mask,
+        mask_id=mask_id,
+    )
+
+
+def truncate_at_stop(texts: Sequence[str], stop_strings: Sequence[str]) -> list[str]:
+    """Cut each decoded text before the earliest occurrence of any stop string (lm-eval's `until`)."""
+    out = []
+    for text in texts:
+        cut = min((i for i in (text.find(s) for s in stop_strings if s) if i >= 0), default=len(text))
+        out.append(text[:cut])
+    return out
+
+
+def _check_args(input_ids, attention_mask, steps, gen_length, block_length, sampler, k1, temperature, remasking,
+                top_p, cfg_scale, mask_id, V, suppress_tokens):
+    """Reject bad arguments before any work starts, naming the value and the fix."""
+    if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2 or input_ids.dtype != torch.long:
+        raise TypeError("input_ids must be a LongTensor [batch, prompt_length]; tokenize with return_tensors='pt'.")
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler={sampler!r} is not one of {SAMPLERS}.")
+    if remasking not in REMASKING:
+        raise ValueError(f"remasking={remasking!r} is not one of {REMASKING}.")
+    if mask_id is None:
+        raise ValueError("mask_id is None and the model config has no mask_token_id; pass mask_id=.")
+    if V is not None and not 0 <= mask_id < V:
+        raise ValueError(f"mask_id={mask_id} is outside the model's ids [0, {V}); pass the model's mask token id.")
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps={steps!r} must be an integer >= 1.")
+    if not isinstance(gen_length, int) or gen_length < 1:
+        raise ValueError(f"gen_length={gen_length!r} must be an integer >= 1.")
+    if not isinstance(block_length, int) or block_length < 1 or gen_length % block_length:
+        raise ValueError(f"gen_length={gen_length} is not a multiple of block_length={block_length}; choose a "
+                         f"block_length that divides gen_length (or None for a single block).")
+    if steps % (gen_length // block_length):
+        raise ValueError(f"steps={steps} cannot be split evenly over {gen_length // block_length} blocks; use a "
+                         f"multiple of gen_length // block_length.")
+    if not 0.0 <= k1 <= 1.0:
+        raise ValueError(f"k1={k1} must lie in [0, 1] (0 = masking only as in LLaDA, 1 = uniform noise only).")
+    if temperature < 0:
+        raise ValueError(f"temperature={temperature} must be >= 0 (0 = greedy).")
+    if cfg_scale < 0:
+        raise ValueError(f"cfg_scale={cfg_scale} must be >= 0 (0 = no classifier-free guidance).")
+    if sampler == "ancestral":
+        remask_only = {"temperature": temperature != 0, "remasking": remasking != "low_confidence",
+                       "block_length": block_length != gen_length}
+        given = [name for name, set_ in remask_only.items() if set_]
+        if given:
+            raise ValueError(f"{given[0]} applies to sampler='remask' only; the ancestral sampler draws from the "
+                             f"posterior itself (sharpen it with top_p).")
+        if top_p is not None and not 0.0 < top_p <= 1.0:
+            raise ValueError(f"top_p={top_p} must lie in (0, 1].")
+        if V is None:
+            raise ValueError("the ancestral sampler needs the number of ids V: the model config has neither "
+                             "embedding_size nor vocab_size.")
+    elif top_p is not None:
+        raise ValueError("top_p applies to sampler='ancestral' only; the remasking sampler uses temperature.")
+    bad = [t for t in (suppress_tokens or ()) if not isinstance(t, int) or (V is not None and not 0 <= t < V)]
+    if bad:
+        raise ValueError(f"suppress_tokens contains {bad[0]!r}, not a token id in [0, {V}).")
+    if attention_mask is not None:
+        if attention_mask.shape != input_ids.shape:
+            raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)} but input_ids has "
+                             f"{tuple(input_ids.shape)}; pass the tokenizer's mask for the same batch.")
+        am = attention_mask.bool()
+        if bool((am[:, 1:] < am[:, :-1]).any()):
+            raise ValueError("attention_mask is not left-padded (a 0 follows a 1); tokenize with "
+                             "tokenizer.padding_side = 'left'.")
+        if bool((input_ids[~am] == mask_id).any()):
+            raise ValueError(f"the prompt is padded with the mask id {mask_id}; pad with the tokenizer's pad id "
+                             f"(e.g. EOS), never with the mask.")
+    real = input_ids if attention_mask is None else input_ids[attention_mask.bool()]
+    if bool((real == mask_id).any()):
+        raise ValueError(f"the prompt contains the mask id {mask_id}; the sampler would overwrite it. Remove it "
+                         f"from the prompt (use the tokenizer's pad id for padding).")

@@ -1,0 +1,155 @@
+"""Render a generate() trajectory like the XDLM paper's figure: one line per step, one cell per generated token,
+green = filled from the mask, blue = refined (rewritten), red = re-masked, grey = still masked.
+
+    python scripts/plot_trajectory.py --model PATH --prompt "Question: ..." --k1 0.1 --steps 16 --out traj
+    python scripts/plot_trajectory.py --demo --out docs/trajectory     # tiny model trained in seconds, no files
+
+Writes OUT.html (token text, hover for the token id) and OUT.png (matplotlib).
+"""
+
+import argparse
+import html
+from pathlib import Path
+
+import torch
+
+FILLED, REFINED, REMASKED, MASKED, KEPT = "#2e9d4a", "#2f6fd0", "#d23a3a", "#d9d9d9", "#ffffff"
+
+
+def _cells(trajectory, tokenizer, row):
+    """Per step, per position: (text, colour). Text is the token after the step ('[M]' for a mask)."""
+    tokens = trajectory.tokens[:, row]  # [S + 1, G]
+    marks = [(trajectory.filled, FILLED), (trajectory.refined, REFINED), (trajectory.remasked, REMASKED)]
+    lines = []
+    for s in range(tokens.shape[0] - 1):
+        line = []
+        for g, tok in enumerate(tokens[s + 1].tolist()):
+            colour = MASKED if tok == trajectory.mask_id else KEPT
+            for mark, c in marks:
+                if mark[s, row, g]:
+                    colour = c
+            text = "[M]" if tok == trajectory.mask_id else tokenizer.decode([tok]).strip() or "\u2423"
+            line.append((text, tok, colour))
+        lines.append(line)
+    return lines
+
+
+def write_html(lines, path: Path) -> Path:
+    legend = "".join(f'<span style="background:{c};color:#fff;padding:2px 6px;margin-right:6px">{n}</span>'
+                     for n, c in [("filled", FILLED), ("refined", REFINED), ("re-masked", REMASKED)])
+    rows = []
+    for s, line in enumerate(lines):
+        cells = "".join(
+            f'<span title="id {tok}" style="background:{c};color:{"#fff" if c in (FILLED, REFINED, REMASKED) else "#333"};'
+            f'padding:1px 3px;margin:1px;border-radius:3px;display:inline-block">{html.escape(text)}</span>'
+            for text, tok, c in line)
+        rows.append(f'<div style="margin:2px 0"><b style="display:inline-block;width:4em">step {s + 1}</b>{cells}</div>')
+    path.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>generation trajectory</title></head>"
+                    f"<body style='font-family:monospace;font-size:13px'><p>{legend}</p>{''.join(rows)}</body></html>")
+    return path
+
+
+def write_png(lines, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch, Rectangle
+
+    S, G = len(lines), len(lines[0])
+    width = max(len(text) for line in lines for text, _, _ in line)
+    cw = 0.11 * max(width, 3) + 0.15  # inches per cell
+    fig, ax = plt.subplots(figsize=(min(cw * G + 1.2, 40), 0.32 * S + 0.9))
+    for s, line in enumerate(lines):
+        for g, (text, _, c) in enumerate(line):
+            ax.add_patch(Rectangle((g, S - 1 - s), 0.96, 0.9, color=c, ec="#bbbbbb", lw=0.4))
+            ax.text(g + 0.48, S - 0.55 - s, text, ha="center", va="center", fontsize=7, family="monospace",
+                    color="#fff" if c in (FILLED, REFINED, REMASKED) else "#333")
+    ax.set_xlim(0, G)
+    ax.set_ylim(0, S)
+    ax.set_yticks([S - 0.55 - s for s in range(S)], [f"step {s + 1}" for s in range(S)], fontsize=7)
+    ax.set_xticks([])
+    for side in ax.spines.values():
+        side.set_visible(False)
+    ax.legend(handles=[Patch(color=FILLED, label="filled"), Patch(color=REFINED, label="refined"),
+                       Patch(color=REMASKED, label="re-masked")], loc="lower center", bbox_to_anchor=(0.5, 1.0),
+              ncol=3, fontsize=7, frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_trajectory(trajectory, tokenizer, out_prefix, row: int = 0) -> tuple[Path, Path]:
+    """Write OUT.html and OUT.png for one batch row of a llada_xdlm.Trajectory; returns both paths."""
+    out_prefix = Path(out_prefix)
+    out_prefix.parent.mkdir(parents=True, exist_ok=True)
+    lines = _cells(trajectory, tokenizer, row)
+    return write_html(lines, out_prefix.with_suffix(".html")), write_png(lines, out_prefix.with_suffix(".png"))
+
+
+def _demo_model():
+    """A tiny LLaDA (d 64, 2 layers) trained for a few seconds to denoise a few sentences of real text."""
+    import textwrap
+
+    import torch.nn.functional as F
+
+    from llada_xdlm import LLaDAConfig, LLaDAModelLM, build_tokenizer
+
+    texts = [" ".join(p.split()) for p in (textwrap.__doc__, argparse.__doc__, html.__doc__) if p]
+    tokenizer = build_tokenizer(texts * 4, vocab_size=320)
+    V = len(tokenizer)
+    config = LLaDAConfig(d_model=64, n_layers=2, n_heads=4, n_kv_heads=4, mlp_hidden_size=128, vocab_size=V,
+                         embedding_size=V, max_sequence_length=64, mask_token_id=tokenizer.mask_token_id,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id, k1=0.1)
+    torch.manual_seed(0)
+    model = LLaDAModelLM(config)
+    data = tokenizer(" ".join(texts), return_tensors="pt")["input_ids"][0]
+    data = data[: (len(data) // 32) * 32].view(-1, 32)  # [N, 32]
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for _ in range(300):
+        batch = data[torch.randint(len(data), (16,))]
+        masked = torch.rand(batch.shape) < torch.rand(16, 1).clamp(min=0.05)
+        loss = F.cross_entropy(model(batch.masked_fill(masked, config.mask_token_id)).logits[masked], batch[masked])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval(), tokenizer, data[0, :8]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", help="path of a saved LLaDA model + tokenizer")
+    ap.add_argument("--demo", action="store_true", help="use a tiny model trained on the spot instead of --model")
+    ap.add_argument("--prompt", default="")
+    ap.add_argument("--steps", type=int, default=16)
+    ap.add_argument("--gen-length", type=int, default=24)
+    ap.add_argument("--k1", type=float, default=None, help="default: the model config's k1")
+    ap.add_argument("--temperature", type=float, default=0.0)
+    ap.add_argument("--sampler", default="remask", choices=["remask", "ancestral"])
+    ap.add_argument("--out", default="trajectory", help="output prefix: writes OUT.html and OUT.png")
+    args = ap.parse_args()
+    if args.demo == bool(args.model):
+        ap.error("give exactly one of --model PATH or --demo")
+
+    from llada_xdlm import generate
+
+    if args.demo:
+        model, tokenizer, prompt = _demo_model()
+        input_ids = prompt[None]
+    else:
+        from transformers import AutoModel, AutoTokenizer
+
+        model = AutoModel.from_pretrained(args.model, trust_remote_code=True).eval()
+        tokenizer = AutoTokenizer.from_pretrained(args.model)
+        input_ids = tokenizer(args.prompt, return_tensors="pt")["input_ids"]
+    out = generate(model, input_ids, steps=args.steps, gen_length=args.gen_length, k1=args.k1,
+                   temperature=args.temperature, sampler=args.sampler, generator=torch.Generator().manual_seed(0),
+                   return_trajectory=True)
+    for path in plot_trajectory(out.trajectory, tokenizer, args.out):
+        print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

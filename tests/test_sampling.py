@@ -1,0 +1,432 @@
+"""generate(): the remasking sampler with XDLM refinement and the ancestral sampler (issue 4, DESIGN §4)."""
+
+import importlib.util
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
+
+from llada_xdlm import generate
+from llada_xdlm.diffusion import reverse_step_probs
+from llada_xdlm.sampling import ancestral_step, truncate_at_stop
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _prompts(tokenizer, texts):
+    tokenizer.padding_side = "left"
+    enc = tokenizer(texts, return_tensors="pt", padding=True)
+    return enc["input_ids"], enc["attention_mask"]
+
+
+class Boost(nn.Module):
+    """Wraps a model and adds `amount` to one id's logit (to make a token tempting: mask, EOS)."""
+
+    def __init__(self, model, token_id, amount):
+        super().__init__()
+        self.model, self.token_id, self.amount, self.config = model, token_id, amount, model.config
+
+    def forward(self, input_ids, attention_mask=None):
+        out = self.model(input_ids, attention_mask=attention_mask)
+        out.logits[..., self.token_id] += self.amount
+        return out
+
+
+def reference_llada(model, prompt, steps, gen_length, block_length, mask_id, cfg_scale=0.0):
+    """An independent step-by-step LLaDA low-confidence sampler (temperature 0, one row at a time, float64
+    softmax), with the mask logit excluded as DESIGN §4 requires."""
+    B, P = prompt.shape
+    x = torch.cat([prompt, torch.full((B, gen_length), mask_id)], dim=1)
+    num_blocks = gen_length // block_length
+    steps_per_block = steps // num_blocks
+    for nb in range(num_blocks):
+        lo, hi = P + nb * block_length, P + (nb + 1) * block_length
+        counts = []
+        for j in range(B):
+            n = int((x[j, lo:hi] == mask_id).sum())
+            counts.append([n // steps_per_block + (i < n % steps_per_block) for i in range(steps_per_block)])
+        for i in range(steps_per_block):
+            mask_index = x == mask_id
+            logits = model(x).logits.double()
+            if cfg_scale > 0:
+                un_x = x.clone()
+                un_x[:, :P] = mask_id
+                un = model(un_x).logits.double()
+                logits = un + (cfg_scale + 1) * (logits - un)
+            logits[..., mask_id] = -math.inf
+            x0 = logits.argmax(-1)
+            p = logits.softmax(-1).gather(-1, x0[..., None]).squeeze(-1)
+            p[:, hi:] = -math.inf
+            conf = torch.where(mask_index, p, torch.full_like(p, -math.inf))
+            for j in range(B):
+                idx = conf[j].topk(counts[j][i]).indices
+                x[j, idx] = x0[j, idx]
+    return x
+
+
+@pytest.fixture
+def prompts(tiny_tokenizer):
+    return _prompts(tiny_tokenizer, ["The quick brown fox", "A module that provides a simple interface to files"])
+
+
+def test_exactly_steps_forwards_and_two_per_step_with_cfg(tiny_model, prompts):
+    ids, am = prompts
+    calls = []
+    tiny_model.register_forward_hook(lambda *a: calls.append(1))
+    generate(tiny_model, ids, am, steps=8, gen_length=16)
+    assert len(calls) == 8
+    calls.clear()
+    generate(tiny_model, ids, am, steps=8, gen_length=16, block_length=4, k1=0.3, cfg_scale=1.5)
+    assert len(calls) == 16
+    calls.clear()
+    generate(tiny_model, ids, am, steps=6, gen_length=12, sampler="ancestral", k1=0.2)
+    assert len(calls) == 6
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(),
+    dict(k1=0.3, temperature=1.0),
+    dict(k1=1.0, remasking="random", temperature=0.5, block_length=8),
+    dict(cfg_scale=1.0, k1=0.1),
+    dict(sampler="ancestral", k1=0.3),
+    dict(sampler="ancestral", k1=0.0, top_p=0.9),
+])
+def test_prompt_and_padding_unchanged_and_no_mask_left(tiny_model, tiny_config, prompts, kwargs):
+    ids, am = prompts
+    out = generate(tiny_model, ids, am, steps=8, gen_length=16, generator=torch.Generator().manual_seed(0), **kwargs)
+    assert out.shape == (2, ids.shape[1] + 16) and out.dtype == torch.long
+    assert torch.equal(out[:, : ids.shape[1]], ids)
+    assert not (out == tiny_config.mask_token_id).any()
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_argmax_never_picks_mask(tiny_model, tiny_config, prompts, temperature):
+    mask_id = tiny_config.mask_token_id
+    tempting = Boost(tiny_model, mask_id, 50.0)  # the mask would win every argmax if it were allowed
+    out = generate(tempting, *prompts, steps=4, gen_length=16, k1=0.5, temperature=temperature,
+                   generator=torch.Generator().manual_seed(1), return_trajectory=True)
+    assert not (out.sequences == mask_id).any()
+    assert not out.trajectory.remasked.any()
+
+
+@pytest.mark.parametrize("block_length, cfg_scale", [(24, 0.0), (8, 0.0), (12, 2.0)])
+def test_k1_zero_matches_reference_llada_sampler(tiny_model, tiny_tokenizer, tiny_config, block_length, cfg_scale):
+    texts = ["The quick brown fox jumps over", "Return a new list of the items"]
+    ids = torch.tensor([tiny_tokenizer(t)["input_ids"][:5] for t in texts])  # [2, 5]: no padding
+    ref = reference_llada(tiny_model, ids, steps=6, gen_length=24, block_length=block_length,
+                          mask_id=tiny_config.mask_token_id, cfg_scale=cfg_scale)
+    ours = generate(tiny_model, ids, steps=6, gen_length=24, block_length=block_length, k1=0.0, cfg_scale=cfg_scale)
+    assert torch.equal(ours, ref)
+
+
+def _logits_on(model, ids, am, canvas_gen):
+    x = torch.cat([ids, canvas_gen], dim=1)
+    return model(x, attention_mask=torch.cat([am, torch.ones_like(canvas_gen)], 1)).logits[:, ids.shape[1]:]
+
+
+@pytest.mark.parametrize("k1", [0.1, 0.3])
+def test_refinement_within_budget_and_only_rewrites_committed_generated_tokens(tiny_model, tiny_config, prompts, k1):
+    ids, am = prompts
+    mask_id = tiny_config.mask_token_id
+    out = generate(tiny_model, ids, am, steps=16, gen_length=32, block_length=16, k1=k1, return_trajectory=True)
+    traj = out.trajectory
+    assert torch.equal(out.sequences[:, : ids.shape[1]], ids)
+    filled = traj.filled.sum(-1).cumsum(0)  # [S, B] cumulative fills
+    refined = traj.refined.sum(-1).cumsum(0)  # [S, B] cumulative rewrites
+    assert refined[-1].sum() > 0, "a random tiny model should disagree with some of its earlier choices"
+    budget = torch.floor(k1 / (1 - k1) * filled.double() + 1e-9).long()
+    assert (refined <= budget).all()
+    assert not (traj.filled & traj.refined).any() and not traj.remasked.any()
+    # every rewrite replaced a committed token by the step's argmax, which is at least as probable
+    for s in range(traj.filled.shape[0]):
+        if not traj.refined[s].any():
+            continue
+        p = _logits_on(tiny_model, ids, am, traj.tokens[s]).index_fill(-1, torch.tensor([mask_id]), -math.inf)
+        p = p.softmax(-1)
+        where = traj.refined[s]
+        old, new = traj.tokens[s][where], traj.tokens[s + 1][where]
+        assert (traj.tokens[s][where] != mask_id).all()
+        assert torch.equal(new, p.argmax(-1)[where])
+        assert (p[where].gather(-1, new[:, None]) >= p[where].gather(-1, old[:, None]) - 1e-6).all()
+
+
+def test_refinement_budget_is_carried_over_and_unused_at_k1_zero(tiny_model, prompts):
+    ids, am = prompts
+    out = generate(tiny_model, ids, am, steps=8, gen_length=16, k1=0.0, return_trajectory=True)
+    assert not out.trajectory.refined.any()
+    # k1 = 0.5: budget = cumulative fills; with 2 fills a step there is room, and unused room carries over
+    out = generate(tiny_model, ids, am, steps=8, gen_length=16, k1=0.5, return_trajectory=True)
+    filled = out.trajectory.filled.sum(-1).cumsum(0)
+    refined = out.trajectory.refined.sum(-1).cumsum(0)
+    assert (refined <= filled).all() and refined[-1].sum() > 0
+
+
+def test_k1_one_refines_without_budget(tiny_model, tiny_config, prompts):
+    ids, am = prompts
+    out = generate(tiny_model, ids, am, steps=8, gen_length=16, k1=1.0, return_trajectory=True)
+    assert not (out.sequences == tiny_config.mask_token_id).any()
+    assert out.trajectory.refined.sum() > 0
+    # no budget: after the last step no committed token has a different, at-least-as-probable argmax left untaken
+    s = -1
+    p = _logits_on(tiny_model, ids, am, out.trajectory.tokens[s - 1])
+    p = p.index_fill(-1, torch.tensor([tiny_config.mask_token_id]), -math.inf).softmax(-1)
+    old = out.trajectory.tokens[s - 1]
+    committed = old != tiny_config.mask_token_id
+    better = committed & (p.argmax(-1) != old) & (p.max(-1).values >= p.gather(-1, old[..., None]).squeeze(-1))
+    assert torch.equal(better, out.trajectory.refined[s])
+
+
+@pytest.mark.parametrize("kwargs", [dict(k1=0.0), dict(k1=0.3, block_length=8), dict(sampler="remask", cfg_scale=1.0)])
+def test_batch_invariance_with_left_padding(tiny_model, tiny_tokenizer, kwargs):
+    texts = ["Hello", "The quick brown fox jumps over the lazy dog", "Return a new list"]
+    ids, am = _prompts(tiny_tokenizer, texts)
+    assert (am == 0).any()
+    batch = generate(tiny_model, ids, am, steps=8, gen_length=16, **kwargs)
+    for j, text in enumerate(texts):
+        one, _ = _prompts(tiny_tokenizer, [text])
+        alone = generate(tiny_model, one, steps=8, gen_length=16, **kwargs)
+        assert torch.equal(batch[j, -alone.shape[1]:], alone[0]), text
+
+
+def test_fill_counts_split_evenly_with_remainder_first(tiny_model, prompts):
+    out = generate(tiny_model, *prompts, steps=4, gen_length=10, return_trajectory=True)
+    assert out.trajectory.filled.sum(-1).T.tolist() == [[3, 3, 2, 2]] * 2
+
+
+def test_random_remasking_fills_in_random_order(tiny_model, tiny_config, prompts):
+    orders = []
+    for seed in range(3):
+        out = generate(tiny_model, *prompts, steps=8, gen_length=16, remasking="random", k1=0.2,
+                       generator=torch.Generator().manual_seed(seed), return_trajectory=True)
+        assert not (out.sequences == tiny_config.mask_token_id).any()
+        assert out.trajectory.filled.sum(-1).T.tolist() == [[2] * 8] * 2
+        orders.append(out.trajectory.filled.int().argmax(0))  # [B, G] the step that filled each position
+    assert not torch.equal(orders[0], orders[1]) and not torch.equal(orders[1], orders[2])
+    confident = generate(tiny_model, *prompts, steps=8, gen_length=16, return_trajectory=True)
+    assert not torch.equal(confident.trajectory.filled.int().argmax(0), orders[0])
+
+
+def test_semi_autoregressive_blocks_fill_left_to_right(tiny_model, prompts):
+    out = generate(tiny_model, *prompts, steps=8, gen_length=32, block_length=8, return_trajectory=True)
+    filled = out.trajectory.filled  # [8, B, 32]: 2 steps per block
+    for step in range(8):
+        block = step // 2
+        assert filled[step, :, block * 8:(block + 1) * 8].sum(-1).tolist() == [4, 4]
+        assert not filled[step, :, :block * 8].any() and not filled[step, :, (block + 1) * 8:].any()
+
+
+def test_cfg_unconditional_copy_masks_only_the_real_prompt(tiny_model, tiny_config, prompts):
+    ids, am = prompts
+    seen = []
+    tiny_model.register_forward_pre_hook(lambda mod, args, kw: seen.append((args or (kw["input_ids"],))[0].clone()),
+                                         with_kwargs=True)
+    out = generate(tiny_model, ids, am, steps=2, gen_length=8, cfg_scale=3.0)
+    cond, uncond = seen[0], seen[1]
+    P = ids.shape[1]
+    real = am.bool()
+    assert torch.equal(cond[:, :P], ids)
+    assert (uncond[:, :P][real] == tiny_config.mask_token_id).all()
+    assert torch.equal(uncond[:, :P][~real], ids[~real])  # padding stays padding
+    assert torch.equal(uncond[:, P:], cond[:, P:])
+    assert not torch.equal(out, generate(tiny_model, ids, am, steps=2, gen_length=8))
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.8, 2.0])
+def test_eos_suppression_works_at_any_temperature(tiny_model, tiny_config, prompts, temperature):
+    eos = tiny_config.eos_token_id
+    eager = Boost(tiny_model, eos, 4.0)  # EOS is the most likely token almost everywhere
+    g = torch.Generator().manual_seed(0)
+    free = generate(eager, *prompts, steps=8, gen_length=16, temperature=temperature, k1=0.2, generator=g)
+    assert (free[:, -16:] == eos).any()
+    banned = generate(eager, *prompts, steps=8, gen_length=16, temperature=temperature, k1=0.2, generator=g,
+                      suppress_tokens=[eos])
+    assert not (banned[:, -16:] == eos).any()
+    ancestral = generate(eager, *prompts, steps=4, gen_length=16, sampler="ancestral", k1=0.2, generator=g,
+                         suppress_tokens=[eos])
+    assert not (ancestral[:, -16:] == eos).any()
+
+
+def test_eos_token_id_blanks_everything_after_the_first_eos(tiny_model, tiny_config, prompts):
+    eos = tiny_config.eos_token_id
+    eager = Boost(tiny_model, eos, 4.0)
+    kw = dict(steps=8, gen_length=16, temperature=1.0)
+    raw = generate(eager, *prompts, generator=torch.Generator().manual_seed(0), **kw)
+    cut = generate(eager, *prompts, generator=torch.Generator().manual_seed(0), eos_token_id=eos, **kw)
+    gen_raw, gen_cut = raw[:, -16:], cut[:, -16:]
+    for r, c in zip(gen_raw, gen_cut):
+        first = int((r == eos).nonzero()[0]) if (r == eos).any() else 16
+        assert torch.equal(c[:first], r[:first]) and (c[first:] == eos).all()
+    assert not torch.equal(gen_raw, gen_cut), "the boosted model should write text after an EOS"
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(temperature=1.0, k1=0.2),
+    dict(remasking="random"),
+    dict(sampler="ancestral", k1=0.3, top_p=0.95),
+])
+def test_same_seed_same_output(tiny_model, prompts, kwargs):
+    run = lambda seed: generate(tiny_model, *prompts, steps=4, gen_length=16,  # noqa: E731
+                                generator=torch.Generator().manual_seed(seed), **kwargs)
+    assert torch.equal(run(7), run(7))
+    assert not torch.equal(run(7), run(8))
+
+
+def test_gumbel_sampling_follows_the_softmax(tiny_model, tiny_config):
+    """At temperature 1 with one step and one position, the drawn token is a sample of softmax(logits)."""
+    N = 4000
+    ids = torch.tensor([[tiny_config.bos_token_id, 20, 30, 40]]).expand(N, -1).contiguous()
+    out = generate(tiny_model, ids, steps=1, gen_length=1, temperature=1.0, generator=torch.Generator().manual_seed(0))
+    logits = tiny_model(torch.cat([ids[:1], torch.tensor([[tiny_config.mask_token_id]])], 1)).logits[0, -1]
+    p = logits.index_fill(0, torch.tensor([tiny_config.mask_token_id]), -math.inf).double().softmax(0)
+    freq = torch.bincount(out[:, -1], minlength=p.numel()).double() / N
+    assert ((freq - p).abs() <= 5 * (p * (1 - p) / N).sqrt() + 3 / N).all()
+
+
+def test_ancestral_one_step_frequencies_match_reverse_step_probs(tiny_model, tiny_config):
+    """Empirical transition frequencies of one posterior step against reverse_step_probs. Bound: each of the V
+    frequencies of N draws lies within 5 standard errors (+3/N for ids of tiny probability) of its probability."""
+    mask_id, V, N = tiny_config.mask_token_id, tiny_config.embedding_size, 20000
+    g = torch.Generator().manual_seed(0)
+    # (a) through generate(): k1 = 0 starts all-mask, so the first step of 2 is i.i.d. over identical rows
+    ids = torch.tensor([[tiny_config.bos_token_id, 11, 12]]).expand(N, -1).contiguous()
+    out = generate(tiny_model, ids, steps=2, gen_length=2, sampler="ancestral", k1=0.0, generator=g,
+                   return_trajectory=True)
+    canvas = torch.cat([ids[:1], torch.full((1, 2), mask_id)], 1)
+    a_t, a_s = torch.tensor([1e-9]), torch.tensor([0.5])  # generate()'s first step of 2
+    probs = reverse_step_probs(tiny_model(canvas).logits[:, 3:], canvas[:, 3:], a_t, a_s, 0.0, mask_id)[0].double()
+    for pos in range(2):
+        freq = torch.bincount(out.trajectory.tokens[1][:, pos], minlength=V).double() / N
+        p = probs[pos]
+        assert ((freq - p).abs() <= 5 * (p * (1 - p) / N).sqrt() + 3 / N).all()
+    # (b) the step itself from clean, uniform and masked tokens with k1 > 0
+    logits = tiny_model(torch.tensor([[5, 6, 7, mask_id, 9]])).logits  # [1, 5, V]
+    z_t = torch.tensor([[5, 6, 100, mask_id, mask_id]])
+    a_t, a_s = torch.tensor([0.4]), torch.tensor([0.7])
+    z_s = ancestral_step(logits.expand(N, -1, -1), z_t.expand(N, -1), a_t.expand(N), a_s.expand(N), 0.3, mask_id,
+                         generator=g)
+    probs = reverse_step_probs(logits, z_t, a_t, a_s, 0.3, mask_id)[0].double()
+    for pos in range(5):
+        freq = torch.bincount(z_s[:, pos], minlength=V).double() / N
+        p = probs[pos]
+        assert ((freq - p).abs() <= 5 * (p * (1 - p) / N).sqrt() + 3 / N).all()
+
+
+def test_ancestral_can_remask(tiny_model, tiny_config, prompts):
+    out = generate(tiny_model, *prompts, steps=8, gen_length=32, sampler="ancestral", k1=0.5,
+                   generator=torch.Generator().manual_seed(0), return_trajectory=True)
+    assert out.trajectory.remasked.any()
+    assert out.trajectory.filled.any() and out.trajectory.refined.any()
+    assert not (out.sequences == tiny_config.mask_token_id).any()
+
+
+def test_ancestral_top_p_keeps_only_the_nucleus(tiny_model, tiny_config, prompts):
+    """top_p below every top probability keeps the argmax alone: the last step (to alpha = 1) writes it."""
+    ids, am = prompts
+    out = generate(tiny_model, ids, am, steps=4, gen_length=8, sampler="ancestral", k1=0.2, top_p=1e-6,
+                   generator=torch.Generator().manual_seed(0), return_trajectory=True)
+    logits = _logits_on(tiny_model, ids, am, out.trajectory.tokens[-2])
+    logits = logits.index_fill(-1, torch.tensor([tiny_config.mask_token_id]), -math.inf)
+    assert torch.equal(out.sequences[:, ids.shape[1]:], logits.argmax(-1))
+
+
+def test_no_python_loop_over_the_batch(tiny_model, tiny_tokenizer):
+    """The number of torch calls does not grow with the batch size (no per-row Python work per step)."""
+
+    class Count(TorchFunctionMode):
+        n = 0
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            Count.n += 1
+            return func(*args, **(kwargs or {}))
+
+    ids, am = _prompts(tiny_tokenizer, ["The quick brown fox", "Hello"] * 2)
+    counts = []
+    for rows in (slice(1, 2), slice(0, 4)):  # 1 padded row, then 4 rows
+        Count.n = 0
+        with Count():
+            generate(tiny_model, ids[rows], am[rows], steps=4, gen_length=8, k1=0.3, temperature=1.0)
+        counts.append(Count.n)
+    assert counts[0] == counts[1]
+
+
+def test_truncate_at_stop():
+    assert truncate_at_stop(["a\n\nQuestion: b", "no stop", "x</s>y\n\n"], ["\n\n", "</s>", ""]) == ["a", "no stop", "x"]
+
+
+def test_overfit_tiny_model_reproduces_its_sentence(tiny_model, tiny_tokenizer, tiny_config):
+    """A tiny model trained to denoise one sentence (and to keep its clean tokens, so refinement has nothing to
+    fix) regenerates it from its first token, at k1 = 0 and k1 > 0, in one token per step or four per step."""
+    torch.manual_seed(0)
+    target = tiny_tokenizer("return the list of files", return_tensors="pt")["input_ids"]  # [1, 13]
+    model = tiny_model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    batch = target.expand(16, -1)
+    for _ in range(100):
+        masked = torch.rand(batch.shape) < torch.rand(16, 1)
+        masked[:, 0] = False
+        logits = model(batch.masked_fill(masked, tiny_config.mask_token_id)).logits
+        loss = F.cross_entropy(logits.flatten(0, 1), batch.flatten())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    G = target.shape[1] - 1
+    for k1 in (0.0, 0.1):
+        for steps in (G, 3):
+            out = generate(model, target[:, :1], steps=steps, gen_length=G, k1=k1)
+            assert torch.equal(out, target), (k1, steps, tiny_tokenizer.decode(out[0]))
+
+
+def test_plot_trajectory_writes_html_and_png(tiny_model, tiny_tokenizer, prompts, tmp_path):
+    spec = importlib.util.spec_from_file_location("plot_trajectory", ROOT / "scripts" / "plot_trajectory.py")
+    plot = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(plot)
+    out = generate(tiny_model, *prompts, steps=4, gen_length=12, k1=0.5, return_trajectory=True)
+    html, png = plot.plot_trajectory(out.trajectory, tiny_tokenizer, tmp_path / "traj", row=1)
+    assert html.stat().st_size > 500 and png.stat().st_size > 1000
+    text = html.read_text()
+    assert "filled" in text and "refined" in text and "re-masked" in text
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(steps=0), "steps=0"),
+    (dict(gen_length=16, block_length=5), "block_length=5"),
+    (dict(gen_length=16, block_length=4, steps=6), "steps=6"),
+    (dict(temperature=-0.1), "temperature=-0.1"),
+    (dict(k1=1.5), "k1=1.5"),
+    (dict(k1=-0.1), "k1=-0.1"),
+    (dict(remasking="entropy"), "remasking='entropy'"),
+    (dict(sampler="ddpm"), "sampler='ddpm'"),
+    (dict(sampler="ancestral", temperature=0.5), "temperature"),
+    (dict(sampler="ancestral", top_p=0.0), "top_p=0.0"),
+    (dict(top_p=0.9), "top_p"),
+    (dict(cfg_scale=-1.0), "cfg_scale"),
+    (dict(suppress_tokens=[10**6]), "suppress_tokens"),
+])
+def test_bad_arguments_raise_value_error(tiny_model, prompts, kwargs, match):
+    args = dict(steps=4, gen_length=8) | kwargs
+    with pytest.raises(ValueError, match=match.replace("(", r"\(")):
+        generate(tiny_model, *prompts, **args)
+
+
+def test_bad_prompts_raise_value_error(tiny_model, tiny_config, prompts):
+    ids, am = prompts
+    mask_id = tiny_config.mask_token_id
+    with_mask = ids.clone()
+    with_mask[0, -1] = mask_id
+    with pytest.raises(ValueError, match="contains the mask id"):
+        generate(tiny_model, with_mask, am, steps=2, gen_length=4)
+    pad_is_mask = ids.masked_fill(am == 0, mask_id)
+    with pytest.raises(ValueError, match="padded with the mask id"):
+        generate(tiny_model, pad_is_mask, am, steps=2, gen_length=4)
+    with pytest.raises(ValueError, match="attention_mask has shape"):
+        generate(tiny_model, ids, am[:, 1:], steps=2, gen_length=4)
+    with pytest.raises(ValueError, match="not left-padded"):
+        generate(tiny_model, ids, am.flip(1), steps=2, gen_length=4)
+    with pytest.raises(TypeError, match="LongTensor"):
+        generate(tiny_model, ids.float(), steps=2, gen_length=4)
