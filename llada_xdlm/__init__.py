@@ -27,6 +27,11 @@ def __getattr__(name: str):
 
 __all__ += ["DataArguments", "DiffusionArguments", "ModelArguments", "XDLMTrainer"]
 
+# Sampling (issue 4).
+from .sampling import GenerateOutput, Trajectory, generate, truncate_at_stop  # noqa: E402
+
+__all__ += ["generate", "GenerateOutput", "Trajectory", "truncate_at_stop"]
+
 # Math (issue 3) and the fused LM-head loss (issue 7).
 from .diffusion import (  # noqa: E402
     LinearSchedule,
