@@ -1,0 +1,160 @@
+"""Discovery: `lm_eval --model xdlm` from a real wheel install (start-up hook), and `xdlm-eval`, end to end."""
+
+import glob
+import json
+import os
+import shutil
+import site
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import llada_xdlm_lm_eval_hook as hook
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURE_TASKS = REPO / "tests" / "fixtures" / "eval_tasks"
+TASKS = "xdlm_fixture_gsm8k,xdlm_fixture_mbpp,xdlm_fixture_mc,xdlm_fixture_rolling"
+MODEL_ARGS = "steps=4,gen_length=8,mc_num=4,batch_size=4,max_length=32,device=cpu,dtype=float32"
+OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_ALLOW_CODE_EVAL": "1"}
+
+
+@pytest.fixture(scope="module")
+def wheel_python(tmp_path_factory) -> Path:
+    """A fresh venv with our wheel installed (--no-deps); the dependencies come from this interpreter's
+    site-packages as plain path entries, so only the wheel's own .pth files run there."""
+    tmp = tmp_path_factory.mktemp("wheel")
+    source = tmp / "source"  # a clean copy: no stale build/ folder can leak into the wheel
+    shutil.copytree(REPO / "llada_xdlm", source / "llada_xdlm", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("setup.py", "setup.cfg", "pyproject.toml", "README.md", "llada_xdlm_lm_eval_hook.py",
+                 "llada_xdlm_lm_eval_hook.pth"):
+        if (REPO / name).exists():
+            shutil.copy(REPO / name, source / name)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q",
+                    "-w", str(tmp / "dist"), str(source)], check=True, capture_output=True)
+    (wheel,) = glob.glob(str(tmp / "dist" / "llada_xdlm-*.whl"))
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp / "venv")], check=True)
+    python = tmp / "venv" / "bin" / "python"
+    purelib = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             check=True, capture_output=True, text=True).stdout.strip()
+    Path(purelib, "_test_dependencies.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--no-index", "-q",
+                    wheel], check=True, capture_output=True)
+    return python
+
+
+def run_in(python, args, cwd, **kwargs):
+    env = {**os.environ, **OFFLINE}
+    return subprocess.run([str(python), *args], cwd=cwd, env=env, capture_output=True, text=True, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "argv,expected",
+    [
+        (["python", "/venv/bin/lm_eval", "run", "--model", "xdlm"], True),
+        (["python", "/venv/bin/lm-eval", "--tasks", "gsm8k"], True),
+        (["python", "-m", "lm_eval", "--model", "xdlm"], True),
+        (["python", "-X", "importtime", "-mlm_eval"], True),
+        (["python", "-m", "lm_eval.tasks"], False),
+        (["python", "-c", "import lm_eval"], False),
+        (["python", "/venv/bin/accelerate", "launch", "-m", "lm_eval"], False),
+        (["python", "my_lm_eval_notes.py"], False),
+        (["python"], False),
+    ],
+)
+def test_is_lm_eval_program(argv, expected):
+    assert hook.is_lm_eval_program(argv) is expected
+
+
+def test_wheel_installs_the_startup_hook_at_site_packages_root(wheel_python):
+    probe = "import llada_xdlm, llada_xdlm_lm_eval_hook as h, os, sys; print(llada_xdlm.__file__); print(h.__file__)"
+    out = run_in(wheel_python, ["-c", probe], cwd=wheel_python.parent)
+    assert out.returncode == 0, out.stderr
+    package, module = out.stdout.split()
+    venv = str(wheel_python.parents[1])
+    assert package.startswith(venv) and module.startswith(venv)  # the wheel's copies, not the source tree
+    assert (Path(module).parent / "llada_xdlm_lm_eval_hook.pth").is_file()
+
+
+def test_startup_hook_imports_nothing_in_other_programs(wheel_python, tmp_path):
+    probe = tmp_path / "probe.py"  # a file, so that the command line itself mentions nothing of ours
+    probe.write_text("import json, sys\nprint(json.dumps(sorted(sys.modules)))\n")
+    out = run_in(wheel_python, ["-X", "importtime", str(probe)], cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    modules = json.loads(out.stdout)
+    assert not [m for m in modules if m.split(".")[0] in ("torch", "lm_eval", "llada_xdlm", "llada_xdlm_lm_eval_hook")]
+    assert "llada" not in out.stderr and "torch" not in out.stderr  # -X importtime lists every import
+
+
+def test_startup_hook_line_costs_microseconds():
+    line = (REPO / "llada_xdlm_lm_eval_hook.pth").read_text().strip()
+    code = compile(line, "pth", "exec")
+    argv = ["/usr/bin/python3", "-m", "pytest", "tests/test_something.py", "-x", "-q"]
+    namespace = {}
+    saved, sys.orig_argv = sys.orig_argv, argv
+    try:
+        start = time.perf_counter()
+        for _ in range(1000):
+            exec(code, namespace)
+        per_call = (time.perf_counter() - start) / 1000
+    finally:
+        sys.orig_argv = saved
+    assert per_call < 100e-6, per_call  # an interpreter start-up takes ~10 ms
+
+
+def test_lm_eval_program_gets_xdlm_lazily_and_keeps_builtin_models(wheel_python, tmp_path):
+    script = tmp_path / "lm_eval"  # what the hook sees for the `lm_eval` console script
+    script.write_text(
+        "import json, sys\n"
+        "from lm_eval.api.registry import model_registry\n"
+        "print(json.dumps({'xdlm': str(model_registry._objs['xdlm']), 'names': sorted(model_registry.keys()),\n"
+        "                  'torch': 'torch' in sys.modules}))\n"
+    )
+    out = run_in(wheel_python, [str(script)], cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["xdlm"] == "llada_xdlm.evaluation.lm_eval_model:XDLMEvalLM"  # a placeholder: nothing imported
+    assert {"hf", "huggingface", "vllm", "dummy"} <= set(report["names"])
+    assert report["torch"] is False
+
+
+@pytest.fixture
+def checkpoint(tmp_path, tiny_model, tiny_tokenizer) -> str:
+    path = tmp_path / "tiny-llada"
+    tiny_model.save_pretrained(path)
+    tiny_tokenizer.save_pretrained(path)
+    return str(path)
+
+
+def assert_fixture_results(output_path: Path):
+    (results_file,) = glob.glob(str(output_path / "**" / "results_*.json"), recursive=True)
+    results = json.loads(Path(results_file).read_text())["results"]
+    assert set(results) == set(TASKS.split(","))
+    assert 0 <= results["xdlm_fixture_gsm8k"]["exact_match,flexible-extract"] <= 1
+    assert 0 <= results["xdlm_fixture_mbpp"]["pass_at_1,none"] <= 1
+    assert 0 <= results["xdlm_fixture_mc"]["acc,none"] <= 1
+    assert results["xdlm_fixture_rolling"]["byte_perplexity,none"] > 1
+
+
+def lm_eval_args(checkpoint, output_path):
+    return ["--model", "xdlm", "--model_args", f"pretrained={checkpoint},{MODEL_ARGS}", "--tasks", TASKS,
+            "--include_path", str(FIXTURE_TASKS), "--confirm_run_unsafe_code", "--output_path", str(output_path)]
+
+
+@pytest.mark.slow
+def test_plain_lm_eval_cli_from_wheel_runs_fixture_tasks(wheel_python, checkpoint, tmp_path):
+    out = run_in(wheel_python, ["-m", "lm_eval", "run", *lm_eval_args(checkpoint, tmp_path / "out")], cwd=tmp_path,
+                 timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert_fixture_results(tmp_path / "out")
+
+
+@pytest.mark.slow
+def test_xdlm_eval_console_script_runs_fixture_tasks(checkpoint, tmp_path):
+    script = shutil.which("xdlm-eval", path=str(Path(sys.executable).parent))
+    assert script, "xdlm-eval is not installed: pip install -e ."
+    out = run_in(script, lm_eval_args(checkpoint, tmp_path / "out"), cwd=tmp_path, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert_fixture_results(tmp_path / "out")
