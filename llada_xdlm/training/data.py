@@ -6,6 +6,7 @@ counted). Packing runs batch-wise inside `Dataset.map` / `IterableDataset.map`, 
 lazily (streaming) or through the on-disk Arrow cache, never materialised in RAM.
 """
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,6 +28,8 @@ def load_raw(data_args: DataArguments, files: list[str] | None, split: str) -> D
             raise ValueError(
                 f"data files {files} have extensions {sorted(extensions)}: use one of {sorted(BUILDERS)} per split."
             )
+        if all(os.path.isfile(f) and os.path.getsize(f) == 0 for f in files):
+            raise ValueError(f"The dataset is empty: the data files {files} have no content.")
         return load_dataset(builders.pop(), data_files=list(files), split="train", streaming=data_args.streaming)
     return load_dataset(data_args.dataset_name, data_args.dataset_config, split=split, streaming=data_args.streaming)
 
