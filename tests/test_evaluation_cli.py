@@ -17,7 +17,7 @@ import llada_xdlm_lm_eval_hook as hook
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE_TASKS = REPO / "tests" / "fixtures" / "eval_tasks"
 TASKS = "xdlm_fixture_gsm8k,xdlm_fixture_mbpp,xdlm_fixture_mc,xdlm_fixture_rolling"
-MODEL_ARGS = "steps=4,gen_length=8,mc_num=4,batch_size=4,max_length=32,device=cpu,dtype=float32"
+MODEL_ARGS = "steps=4,gen_length=8,mc_num=4,batch_size=4,max_length=32,dtype=float32"
 OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_ALLOW_CODE_EVAL": "1"}
 
 
@@ -45,8 +45,8 @@ def wheel_python(tmp_path_factory) -> Path:
     return python
 
 
-def run_in(python, args, cwd, **kwargs):
-    env = {**os.environ, **OFFLINE}
+def run_in(python, args, cwd, env_extra=None, **kwargs):
+    env = {**os.environ, **OFFLINE, **(env_extra or {})}
     return subprocess.run([str(python), *args], cwd=cwd, env=env, capture_output=True, text=True, **kwargs)
 
 
@@ -128,7 +128,8 @@ def checkpoint(tmp_path, tiny_model, tiny_tokenizer) -> str:
     return str(path)
 
 
-def assert_fixture_results(output_path: Path):
+def fixture_results(output_path: Path) -> dict:
+    """The results JSON lm-eval wrote, checked for every fixture task and metric."""
     (results_file,) = glob.glob(str(output_path / "**" / "results_*.json"), recursive=True)
     results = json.loads(Path(results_file).read_text())["results"]
     assert set(results) == set(TASKS.split(","))
@@ -136,6 +137,7 @@ def assert_fixture_results(output_path: Path):
     assert 0 <= results["xdlm_fixture_mbpp"]["pass_at_1,none"] <= 1
     assert 0 <= results["xdlm_fixture_mc"]["acc,none"] <= 1
     assert results["xdlm_fixture_rolling"]["byte_perplexity,none"] > 1
+    return results
 
 
 def lm_eval_args(checkpoint, output_path):
@@ -148,13 +150,20 @@ def test_plain_lm_eval_cli_from_wheel_runs_fixture_tasks(wheel_python, checkpoin
     out = run_in(wheel_python, ["-m", "lm_eval", "run", *lm_eval_args(checkpoint, tmp_path / "out")], cwd=tmp_path,
                  timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert_fixture_results(tmp_path / "out")
+    fixture_results(tmp_path / "out")
 
 
 @pytest.mark.slow
-def test_xdlm_eval_console_script_runs_fixture_tasks(checkpoint, tmp_path):
+def test_xdlm_eval_runs_fixture_tasks_and_two_processes_give_the_same_results(checkpoint, tmp_path):
     script = shutil.which("xdlm-eval", path=str(Path(sys.executable).parent))
     assert script, "xdlm-eval is not installed: pip install -e ."
-    out = run_in(script, lm_eval_args(checkpoint, tmp_path / "out"), cwd=tmp_path, timeout=600)
+    out = run_in(script, lm_eval_args(checkpoint, tmp_path / "one"), cwd=tmp_path, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert_fixture_results(tmp_path / "out")
+    single = fixture_results(tmp_path / "one")
+    # data parallel on CPU (gloo): lm-eval shards the requests by rank; the Monte-Carlo draws are seeded per request
+    launch = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "llada_xdlm.eval"]
+    out = run_in(sys.executable, [*launch, *lm_eval_args(checkpoint, tmp_path / "two")], cwd=tmp_path, timeout=600,
+                 env_extra={"ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "on rank 1" in out.stderr
+    assert fixture_results(tmp_path / "two") == single

@@ -67,7 +67,10 @@ class XDLMEvalLM(LM):
             self._rank, self._world_size = accelerator.process_index, accelerator.num_processes
             self._device = accelerator.device
         else:
-            self._device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+            self._device = torch.device(device or "cuda")
+            if self._device.type == "cuda" and not torch.cuda.is_available():  # lm-eval passes cuda:0 by default
+                logger.warning("device=%s but CUDA is not available: running on CPU.", self._device)
+                self._device = torch.device("cpu")
 
         model = LLaDAModelLM.from_pretrained(pretrained, dtype=DTYPES[dtype])
         if peft is not None:
