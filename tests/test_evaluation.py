@@ -193,7 +193,10 @@ def test_bad_model_args_fail_before_loading(model_args, message):
         XDLMEvalLM.create_from_arg_string(model_args, {"batch_size": 1, "device": None})
 
 
-def test_model_args_take_precedence_over_harness_defaults(checkpoint):
+def test_model_args_take_precedence_over_harness_settings(checkpoint):
     lm = XDLMEvalLM.create_from_arg_string(f"pretrained={checkpoint},batch_size=3,steps=4,gen_length=8,device=cpu",
-                                           {"batch_size": 1, "max_batch_size": None, "device": None})
-    assert lm.batch_size == 3 and lm.sampler_kwargs["k1"] == lm.model.config.k1
+                                           {"batch_size": 1, "max_batch_size": None, "device": "cuda:0"})
+    assert lm.batch_size == 3 and lm.device.type == "cpu" and lm.sampler_kwargs["k1"] == lm.model.config.k1
+    lm = XDLMEvalLM.create_from_arg_string(f"pretrained={checkpoint},steps=4,gen_length=8,device=cpu",
+                                           {"batch_size": "5", "max_batch_size": None, "device": None})
+    assert lm.batch_size == 5  # `lm_eval --batch_size 5` passes the text "5"

@@ -6,4 +6,8 @@ package does not import lm_eval.
 
 import os
 
+from .likelihood import ESTIMATORS, loglikelihood, nelbo_samples
+
 PASS_AT_1_PATH = os.path.join(os.path.dirname(__file__), "metrics", "pass_at_1")
+
+__all__ = ["ESTIMATORS", "PASS_AT_1_PATH", "loglikelihood", "nelbo_samples"]

@@ -94,8 +94,8 @@ class XDLMEvalLM(LM):
         self.eos_id = config.eos_token_id
         bos = self.tokenizer.bos_token_id
         self.prefix = [bos if bos is not None else self.eos_id]  # the start-of-text token every input begins with
-        eot = self.tokenizer.convert_tokens_to_ids("<|eot_id|>")
-        self.end_ids = {self.eos_id} | ({eot} if isinstance(eot, int) and eot != self.tokenizer.unk_token_id else set())
+        eot = self.tokenizer.convert_tokens_to_ids("<|eot_id|>")  # LLaDA-Instruct's end of turn (unk if absent)
+        self.end_ids = {self.eos_id, eot} - {self.tokenizer.unk_token_id, None}
 
     # ---- construction from lm-eval's --model_args ---------------------------------------------------------
 
@@ -111,6 +111,8 @@ class XDLMEvalLM(LM):
         if unknown:
             raise ValueError(f"unknown model_args {unknown} for --model xdlm; valid keys: {sorted(known)}.")
         harness = {k: v for k, v in (additional_config or {}).items() if v is not None and k not in arg_dict}
+        if isinstance(harness.get("batch_size"), str) and harness["batch_size"].isdigit():
+            harness["batch_size"] = int(harness["batch_size"])  # lm-eval's --batch_size arrives as text
         if "max_batch_size" in harness:
             raise ValueError("--max_batch_size needs --batch_size auto, which the xdlm model does not support; "
                              "pass an integer batch_size.")
