@@ -4,6 +4,7 @@ few-step generative perplexity (generation), optionally also on 8x8 digit images
 
     python scripts/reproduce_small.py                 # full: ~60 minutes on 2 CPU cores, writes docs/small_scale.md
     python scripts/reproduce_small.py --digits        # + the digits image comparison (FID at 8 and 32 steps)
+    python scripts/reproduce_small.py --reduced       # smaller models, for a machine shared with other jobs
     python scripts/reproduce_small.py --smoke         # a couple of minutes: the same pipeline at toy size
 
 Every model goes through the real entry point (llada_xdlm.training.train.main) with the same tokenizer (built once
@@ -42,6 +43,10 @@ MODES = {
     "full": dict(d_model=128, n_layers=4, n_heads=4, mlp_hidden_size=384, vocab=2048, block=128, steps=600,
                  batch=32, lr=3e-3, warmup=50, mc_num=16, eval_blocks=48, gen_samples=64, gen_steps=[8, 32],
                  digits_steps=1000, fid_samples=500),
+    # for a machine shared with other jobs: a quarter of the compute per step, half the steps.
+    "reduced": dict(d_model=96, n_layers=3, n_heads=4, mlp_hidden_size=256, vocab=1024, block=64, steps=300,
+                    batch=16, lr=3e-3, warmup=30, mc_num=16, eval_blocks=64, gen_samples=64, gen_steps=[8, 32],
+                    digits_steps=400, fid_samples=500),
     "smoke": dict(d_model=32, n_layers=1, n_heads=2, mlp_hidden_size=64, vocab=300, block=32, steps=4,
                   batch=8, lr=3e-3, warmup=0, mc_num=2, eval_blocks=4, gen_samples=4, gen_steps=[2, 4],
                   digits_steps=4, fid_samples=20),
@@ -310,6 +315,7 @@ def reading(results: dict) -> list[str]:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true", help="toy sizes: a couple of minutes (CI)")
+    parser.add_argument("--reduced", action="store_true", help="smaller models and budget, for a busy machine")
     parser.add_argument("--digits", action="store_true", help="also train digits models and report FID")
     parser.add_argument("--k1", type=float, nargs="+", default=[0.0, 0.1, 1.0], help="mixing ratios to compare")
     parser.add_argument("--steps", type=int, default=None, help="training steps per text model (mode default)")
@@ -321,7 +327,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     if any(not 0.0 <= k <= 1.0 for k in args.k1):
         parser.error(f"--k1 values must lie in [0, 1]; got {args.k1}.")
-    mode = "smoke" if args.smoke else "full"
+    mode = "smoke" if args.smoke else "reduced" if args.reduced else "full"
     cfg = dict(MODES[mode])
     for key in ("steps", "digits_steps", "batch"):
         if getattr(args, key) is not None:
