@@ -10,22 +10,41 @@ matmul; otherwise the weight gradient is recomputed chunk by chunk with the per-
 
 import torch
 
-from llada_xdlm.diffusion import check_loss_inputs, token_stats, token_stats_grad, uniform_ratio, xdlm_loss_from_stats
+from llada_xdlm.diffusion import (
+    CHUNK_ELEMENTS,
+    check_loss_inputs,
+    token_stats,
+    token_stats_grad,
+    uniform_ratio,
+    xdlm_loss_from_stats,
+)
 
 
-def _chunk_grads(h, weight, bias, z, x, a, k1, mask_id, V):
-    """Loss [n] (float64) and d(loss_i)/d(logits_i) [n, V] (float32; float64 for float64 inputs) of one chunk
-    of hidden states [n, D]."""
+def _chunk_grads(h, weight, bias, z, x, a, k1, mask_id, V, scale=None):
+    """Loss [n] (float64) and d(loss_i)/d(logits_i) [n, V] (in the logits' dtype) of one chunk of hidden
+    states [n, D], times the per-token `scale` [n] if given. The V-axis work runs on cache-sized row blocks;
+    the gradient overwrites the logits buffer."""
     logits = h @ weight.T if bias is None else torch.addmm(bias, h, weight.T)  # [n, V], input dtype
     c = uniform_ratio(a, k1, V)
-    logp_z, logp_x, P, H, lse = token_stats(logits, z, x, c, k1, mask_id)
+    step = max(1, CHUNK_ELEMENTS // V)
+    blocks = [slice(j, j + step) for j in range(0, h.shape[0], step)]
+    logp_z, logp_x, P, H, lse = (torch.cat(t) for t in zip(*(token_stats(logits[b], z[b], x[b], c[b], k1, mask_id) for b in blocks)))
     noisy_is_mask = torch.zeros_like(z, dtype=torch.bool) if mask_id is None else z == mask_id
     with torch.enable_grad():
         leaves = [t.detach().requires_grad_() for t in (logp_z, logp_x, P, H)]
         loss = xdlm_loss_from_stats(*leaves, a, z == x, noisy_is_mask, k1, V)
-        g_z, g_x, g_P, g_H = torch.autograd.grad(loss.sum(), leaves)
-    dlogits = token_stats_grad(logits, z, x, c, k1, mask_id, lse, logp_x, P, g_z, g_x, g_P, g_H)
-    return loss.detach(), dlogits
+        g_z, g_x, g_P, g_H = torch.autograd.grad(loss if scale is None else loss * scale, leaves, torch.ones_like(loss))
+    for b in blocks:
+        logits[b] = token_stats_grad(logits[b], z[b], x[b], c[b], k1, mask_id, lse[b], logp_x[b], P[b], g_z[b], g_x[b], g_P[b], g_H[b])
+    return loss.detach(), logits
+
+
+def _add_matmul(acc, a, b):
+    """acc += a @ b in acc's dtype (float32 accumulation across chunks for bf16 a, b)."""
+    if a.dtype == acc.dtype:
+        acc.addmm_(a, b)  # in place: no [V, D] temporary per chunk
+    else:
+        acc.add_(a @ b)
 
 
 class _FusedLinearXDLMLoss(torch.autograd.Function):
@@ -43,13 +62,12 @@ class _FusedLinearXDLMLoss(torch.autograd.Function):
             h = hidden[idx]  # [n, D]
             chunk_loss, dlogits = _chunk_grads(h, weight, bias, z[idx], x[idx], a[idx], k1, mask_id, V)
             loss[idx] = chunk_loss.to(acc)
-            d = dlogits.to(weight.dtype)
-            grad_h[idx] = (d @ weight).to(acc)
+            grad_h[idx] = (dlogits @ weight).to(acc)
             if need_w:
-                grad_w.add_(d.T @ h)  # float32 accumulation across chunks
+                _add_matmul(grad_w, dlogits.T, h)
             if need_b:
-                grad_b.add_(dlogits.sum(0))
-            del dlogits, d
+                grad_b.add_(dlogits.sum(0, dtype=acc))
+            del dlogits
         ctx.grads = grad_h, grad_w, grad_b
         ctx.save_for_backward(hidden, weight, bias, rows, z, x, a)
         ctx.k1, ctx.mask_id, ctx.chunk_size = k1, mask_id, chunk_size
@@ -74,21 +92,21 @@ class _FusedLinearXDLMLoss(torch.autograd.Function):
         elif (need_h and grad_h is None) or need_w or need_b:  # per-token scales: recompute chunk by chunk
             recompute_h = grad_h is None and need_h
             grad_h = torch.zeros_like(hidden, dtype=g.dtype) if recompute_h else grad_h
-            grad_w = torch.zeros(weight.shape, dtype=g.dtype, device=g.device) if need_w else None
-            grad_b = torch.zeros(weight.shape[0], dtype=g.dtype, device=g.device) if need_b else None
+            if need_w:  # reuse the forward's buffer when there is one
+                grad_w = grad_w.zero_() if grad_w is not None else torch.zeros(weight.shape, dtype=g.dtype, device=g.device)
+            if need_b:
+                grad_b = grad_b.zero_() if grad_b is not None else torch.zeros(weight.shape[0], dtype=g.dtype, device=g.device)
             for i in range(0, rows.shape[0], ctx.chunk_size):
                 idx = rows[i : i + ctx.chunk_size]
                 h = hidden[idx]
-                _, dlogits = _chunk_grads(h, weight, bias, z[idx], x[idx], a[idx], ctx.k1, ctx.mask_id, weight.shape[0])
-                dlogits.mul_(g[idx][:, None].to(dlogits.dtype))
-                d = dlogits.to(weight.dtype)
+                _, dlogits = _chunk_grads(h, weight, bias, z[idx], x[idx], a[idx], ctx.k1, ctx.mask_id, weight.shape[0], g[idx])
                 if recompute_h:
-                    grad_h[idx] = (d @ weight).to(g.dtype)
+                    grad_h[idx] = (dlogits @ weight).to(g.dtype)
                 if need_w:
-                    grad_w.add_(d.T @ h)
+                    _add_matmul(grad_w, dlogits.T, h)
                 if need_b:
-                    grad_b.add_(dlogits.sum(0))
-                del dlogits, d
+                    grad_b.add_(dlogits.sum(0, dtype=g.dtype))
+                del dlogits
         grad_hidden = grad_h.to(hidden.dtype) if need_h else None
         grad_weight = grad_w.to(weight.dtype) if need_w else None
         grad_bias = grad_b.to(bias.dtype) if need_b else None
@@ -103,7 +121,8 @@ def fused_linear_xdlm_loss(hidden, lm_head_weight, noisy_ids, clean_ids, alpha_t
     hidden [N, D] (the LM head's input, e.g. LLaDAOutput.last_hidden_state flattened), lm_head_weight [V, D]
     (under ZeRO-3: gathered), noisy_ids / clean_ids [N] long, alpha_t [N] in (0, 1], k1 in [0, 1], mask_id
     (None only with k1 = 1), loss_mask [N] bool (None = all): False tokens get loss 0 and no gradient.
-    At most chunk_size x V logits (plus their float32/float64 temporaries) are alive at any time.
+    Memory: one chunk_size x V logits buffer (reused for their gradient) and cache-sized temporaries, plus
+    float32 gradient accumulators for the weight [V, D] and hidden [N, D] between forward and backward.
     Backward is cheapest when the upstream gradient is one number on all scored tokens (see module doc).
     """
     if hidden.dim() != 2 or lm_head_weight.dim() != 2 or hidden.shape[1] != lm_head_weight.shape[1]:
