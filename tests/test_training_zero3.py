@@ -101,8 +101,19 @@ def test_zero3_fused_and_unfused_loss_give_the_same_training(zero3_runs):
 def test_two_process_zero3_matches_one_process_on_the_same_global_batch(tmp_path, monkeypatch):
     """Deterministic noise (tests/training_launch.py) and rows of random lengths: each process holds a different
     number of counted tokens, so only the global per-token normalisation makes 2 x 2 rows equal 1 x 4 rows."""
+    from llada_xdlm import LLaDAConfig, build_tokenizer
+
+    # Both runs start from the same saved weights (zero.Init and a plain init draw them differently).
+    texts = [json.loads(line)["text"] for line in (CORPUS / "train.jsonl").read_text().splitlines()]
+    tokenizer = build_tokenizer(texts, TINY_RECIPE["tokenizer_vocab_size"])
+    V, ids = len(tokenizer), dict(mask_token_id=tokenizer.mask_token_id, bos_token_id=tokenizer.bos_token_id,
+                                  eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    LLaDAModelLM(LLaDAConfig(vocab_size=V, embedding_size=V, **ids, **TINY_RECIPE["model_config"])).save_pretrained(
+        tmp_path / "init")
+    tokenizer.save_pretrained(tmp_path / "init")
     common = dict(max_steps=2, optim="sgd", learning_rate=0.5, lr_scheduler_type="constant", max_grad_norm=1e9,
-                  random_length_prob=1.0)
+                  random_length_prob=1.0, model_name_or_path=str(tmp_path / "init"), model_config=None)
     two = recipe(tmp_path, "two", per_device_train_batch_size=2, **common)
     accelerate = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
                   str(REPO / "tests" / "configs" / "accelerate_zero3_cpu_2proc.yaml"), "--main_process_port", "29651"]

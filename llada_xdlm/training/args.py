@@ -134,8 +134,9 @@ class DiffusionArguments:
     sample_prompts: list[str] | None = field(
         default=None, metadata={"help": "Prompts to sample from after training (printed)."}
     )
-    sample_steps: int = 32
-    sample_length: int = 64
+    sample_kwargs: dict | str | None = field(
+        default=None, metadata={"help": "Keyword arguments of llada_xdlm.generate (default steps 32, gen_length 64)."}
+    )
 
     def __post_init__(self):
         if self.objective not in OBJECTIVES:
@@ -153,6 +154,9 @@ class DiffusionArguments:
             self.k1 = fixed
         elif self.k1 is None:
             self.k1 = 0.1
+        if isinstance(self.sample_kwargs, str):
+            self.sample_kwargs = yaml.safe_load(self.sample_kwargs)
+        self.sample_kwargs = {"steps": 32, "gen_length": 64, **(self.sample_kwargs or {})}
         if not 0.0 < self.eps < 1.0:
             raise ValueError(f"eps={self.eps} must be in (0, 1).")
 

@@ -103,21 +103,20 @@ def add_lora(model, model_args: ModelArguments):
 
 
 def print_samples(model, tokenizer, diffusion_args: DiffusionArguments, main: bool) -> None:
-    """Decode `sample_steps`-step samples after each prompt (every rank runs the forwards: ZeRO-3 needs them all)."""
+    """Decode samples after each prompt (every rank runs the forwards: ZeRO-3 needs them all)."""
     from ..sampling import generate
 
     model.eval()
     device = next(model.parameters()).device
+    kwargs = diffusion_args.sample_kwargs
     for prompt in diffusion_args.sample_prompts:
         ids = torch.tensor([tokenizer(prompt, add_special_tokens=False)["input_ids"]], device=device)
         with torch.no_grad():
-            out = generate(
-                model, ids, steps=diffusion_args.sample_steps, gen_length=diffusion_args.sample_length,
-                eos_token_id=tokenizer.eos_token_id, generator=torch.Generator(device=device).manual_seed(0),
-            )
+            out = generate(model, ids, eos_token_id=tokenizer.eos_token_id,
+                           generator=torch.Generator(device=device).manual_seed(0), **kwargs)
         if main:
             text = tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
-            print(f"\n[{diffusion_args.sample_steps}-step sample] {prompt}|{text}", flush=True)
+            print(f"[{kwargs['steps']}-step sample] {prompt}|{text}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -128,6 +127,14 @@ def main(argv: list[str] | None = None) -> dict:
     if data_args.streaming and training_args.max_steps <= 0:
         raise ValueError("streaming datasets have no length: set max_steps in the recipe.")
     training_args.remove_unused_columns = False  # examples hold exactly input_ids (+ labels)
+    # Touching .device initialises torch.distributed (and DeepSpeed's comm) now, before zero.Init builds the model.
+    logger.info("Process %d of %d on %s", training_args.process_index, training_args.world_size, training_args.device)
+    if training_args.deepspeed_plugin is not None:
+        import deepspeed
+
+        # On CPU accelerate starts torch.distributed only; DeepSpeed's comm must wrap it before zero.Init reads the
+        # world size (a no-op where accelerate already did it).
+        deepspeed.init_distributed(dist_backend=training_args.ddp_backend)
     set_seed(training_args.seed)
 
     raw_train, raw_eval = load_splits(data_args)
