@@ -46,29 +46,35 @@ def test_estimators_converge_to_the_exact_bound_and_agree_at_k1_0(tiny_model, se
     ids, target_mask = sequence
     exact = exact_mdlm_nelbo(tiny_model, ids, target_mask)
     g = torch.Generator().manual_seed(0)
-    mdlm = nelbo_samples(tiny_model, ids, target_mask, estimator="mdlm", mc_num=2000, batch_size=1000, generator=g)
-    xdlm = nelbo_samples(tiny_model, ids, target_mask, estimator="xdlm", k1=0.0, mc_num=8000, batch_size=4000,
-                         generator=g)
-    se_m, se_x = mdlm.std() / math.sqrt(2000), xdlm.std() / math.sqrt(8000)  # iid bounds (draws are stratified)
-    assert abs(mdlm.mean().item() - exact) < 4 * se_m + 1e-6
-    # xdlm draws t from [1e-3, 1): that cut-off biases the bound by < 1e-3 * T relative
-    assert abs(xdlm.mean().item() - exact) < 4 * se_x + 4e-3 * exact
-    assert abs(xdlm.mean() - mdlm.mean()).item() < 4 * math.hypot(se_m, se_x) + 4e-3 * exact
+    se = {}
+    for estimator in ("mdlm", "xdlm"):
+        samples = nelbo_samples(tiny_model, ids, target_mask, estimator=estimator, k1=0.0, mc_num=2000,
+                                batch_size=1000, generator=g)
+        se[estimator] = samples.std().item() / math.sqrt(2000)  # an iid bound: the draws are stratified
+        assert abs(samples.mean().item() - exact) < 4 * se[estimator], estimator
+        assert se[estimator] < 0.01 * exact  # light-tailed: 2000 samples pin the bound to 1%
 
 
-def test_mdlm_estimate_variance_falls_as_one_over_mc_num(tiny_model, sequence):
-    """(The xdlm estimator's samples are heavy-tailed, weight 1/t down to t = 1e-3, so a sample variance over
-    repeats is no reliable statistic for it; its convergence is tested against the exact bound above.)"""
+@pytest.mark.parametrize("estimator,k1", [("mdlm", 0.0), ("xdlm", 0.0), ("xdlm", 0.3)])
+def test_estimate_variance_falls_as_one_over_mc_num(tiny_model, sequence, estimator, k1):
+    """Var(estimate at mc_num) <= c * sigma^2 / mc_num, sigma^2 the variance of one sample (stratified draws may
+    do better than 1/mc_num, never worse); c = 2.5 leaves room for the noise of 100 repeats."""
     ids, target_mask = sequence
     g = torch.Generator().manual_seed(1)
+    kwargs = dict(estimator=estimator, k1=k1, batch_size=1024, generator=g)
+    sigma2 = nelbo_samples(tiny_model, ids, target_mask, mc_num=2000, **kwargs).var().item()
+    for mc_num in (4, 32):
+        estimates = loglikelihood(tiny_model, ids.repeat(100, 1), target_mask.repeat(100, 1), mc_num=mc_num, **kwargs)
+        assert 0 < estimates.var().item() <= 2.5 * sigma2 / mc_num, (mc_num, estimates.var().item(), sigma2)
 
-    def variance(mc_num, repeats=100):
-        estimates = loglikelihood(tiny_model, ids.repeat(repeats, 1), target_mask.repeat(repeats, 1),
-                                  estimator="mdlm", mc_num=mc_num, batch_size=1024, generator=g)
-        return estimates.var().item()
 
-    small, large = variance(4), variance(32)
-    assert 0 < large * 32 <= 1.5 * small * 4, (small, large)
+def test_xdlm_samples_are_finite_nonnegative_bounds_for_any_k1(tiny_model, sequence):
+    ids, target_mask = sequence
+    g = torch.Generator().manual_seed(2)
+    for k1 in (0.1, 0.5, 1.0):
+        nelbo = nelbo_samples(tiny_model, ids, target_mask, estimator="xdlm", k1=k1, mc_num=64, batch_size=64,
+                              generator=g)
+        assert bool(nelbo.isfinite().all() and (nelbo >= 0).all()), k1
 
 
 def test_context_and_padding_are_never_noised(tiny_model, tiny_tokenizer):
@@ -85,10 +91,11 @@ def test_context_and_padding_are_never_noised(tiny_model, tiny_tokenizer):
         nelbo_samples(tiny_model, ids, target_mask, attention_mask=attention_mask, estimator=estimator, k1=0.5,
                       mc_num=16, batch_size=8)
     hook.remove()
-    noisy = torch.cat(seen)  # [2 estimators * 2 rows * 16, L], rows in (row, sample) order
-    clean = ids.repeat_interleave(16, 0).repeat(2, 1)
-    assert torch.equal(noisy[:, :5], clean[:, :5])
-    assert (noisy[:, 5:] != clean[:, 5:]).any()
+    noisy = torch.cat(seen)  # [forwarded rows, L]
+    assert len(noisy) >= 2 * 2 * 16
+    same_context = (noisy[:, None, :5] == ids[None, :, :5]).all(-1)  # [rows, 2]: context equals a clean one
+    assert bool(same_context.any(-1).all())
+    assert bool((noisy[:, 5:] == tiny_model.config.mask_token_id).any())
 
 
 def test_likelihood_rejects_bad_input(tiny_model, sequence):

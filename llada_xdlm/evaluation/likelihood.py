@@ -1,25 +1,30 @@
 """Monte-Carlo ELBO of target tokens given the rest of a sequence, for diffusion LMs (lm-eval, perplexity).
 
-A diffusion LM has no exact likelihood; we report the evidence lower bound log p(target | rest) >= -NELBO,
-estimated by noising ONLY the target positions (the rest, e.g. an lm-eval context, is never noised) and scoring
-the model's predictions there. Two unbiased estimators of the same bound (they agree when k1 = 0):
+A diffusion LM has no exact likelihood. We report the evidence lower bound log p(target | rest) >= -NELBO, with
+the continuous-time NELBO = integral over alpha in (0, 1] of E_{z ~ q_alpha}[sum over targets of L(alpha, z)],
+where L is diffusion.xdlm_loss. The bound does not depend on the schedule: only the range of alpha matters.
+Only target positions are noised; the rest (e.g. an lm-eval context) stays clean. Two unbiased estimators:
 
-- "xdlm": t ~ U(eps, 1) stratified over the samples of a row; z_t from diffusion.forward_process (mask and uniform
-  noise at mixing ratio k1); value = weight(t) * sum over targets of diffusion.xdlm_loss. Any k1 in [0, 1].
-- "mdlm": LLaDA's estimator for pure masking: l ~ U{1..T} stratified over the samples of a row (T = number of
-  target tokens), exactly l uniformly chosen targets masked; value = (T / l) * sum over masked targets of
-  -log p(x). Lower variance than random t at k1 = 0; it ignores k1.
+- "xdlm" (any k1): under alpha = 1 - t, t ~ U(0, 1), the number n of corrupted targets is uniform on {0..T}
+  (T = number of targets), and given n, t ~ Beta(n + 1, T - n + 1). We stratify n over {1..T} across a row's
+  samples and corrupt n random targets with draws from the prior r (diffusion.prior_sample). Then t is drawn from
+  Beta(n, T - n + 1), which absorbs the 1/t of the loss; plain t ~ U(0, 1) would weight rare single corruptions
+  by 1/t and make the samples heavy-tailed. The value is (T / n) t sum L(t, z). The n = 0 term (nothing
+  corrupted, z = x; zero when k1 = 0) is added to every sample with weight 1 / (T + 1), from a forward of the
+  clean sequence and its own t ~ Beta(1, T + 1). Beta draws are order statistics of uniforms. At k1 = 0 this is LLaDA's estimator.
+- "mdlm" (LLaDA's estimator; pure masking, ignores k1): l uniform on {1..T}, stratified; exactly l random targets
+  masked; value = (T / l) * sum of -log p(x) over the masked targets.
 
     nelbo = nelbo_samples(model, input_ids, target_mask, estimator="xdlm", k1=0.1, mc_num=128)  # [N, mc_num]
     loglik = -nelbo.mean(-1)                                                                     # [N]
 
 The model must follow llada_xdlm's forward contract (compute_logits=False -> last_hidden_state, and an LM head
-from get_output_embeddings()); the head runs only on the columns that hold targets.
+from get_output_embeddings()). The head runs only on the columns that hold targets.
 """
 
 import torch
 
-from llada_xdlm.diffusion import forward_process, get_schedule, sample_t, xdlm_loss
+from llada_xdlm.diffusion import prior_sample, xdlm_loss
 
 ESTIMATORS = ("xdlm", "mdlm")
 
@@ -35,7 +40,6 @@ def nelbo_samples(
     mc_num: int = 128,
     batch_size: int = 32,
     attention_mask: torch.Tensor | None = None,
-    schedule: str = "linear",
     mask_id: int | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
@@ -43,50 +47,45 @@ def nelbo_samples(
 
     input_ids [N, L] clean tokens; target_mask [N, L] bool, True where a token is scored (each row needs one);
     attention_mask [N, L] (1 = real token) for padded rows. The N x mc_num noisy copies are forwarded
-    `batch_size` at a time. mask_id defaults to model.config.mask_token_id; schedule names a diffusion schedule
-    (LLaDA: "linear"). generator (on the inputs' device) makes the draws reproducible.
+    `batch_size` at a time. mask_id defaults to model.config.mask_token_id; generator (on the inputs' device)
+    makes the draws reproducible.
     """
     mask_id = model.config.mask_token_id if mask_id is None else mask_id
     _check_args(input_ids, target_mask, attention_mask, estimator, k1, mc_num, batch_size, mask_id)
     device = input_ids.device
     N, L = input_ids.shape
     n_targets = target_mask.sum(-1)  # [N]
-    draws = (
-        _stratified_t(N, mc_num, generator, device)
-        if estimator == "xdlm"
-        else _stratified_counts(n_targets, mc_num, generator, device)
-    )  # [N, mc_num]: t in (0, 1], or the number of targets to mask
-    sched = get_schedule(schedule)
+    counts = _stratified_counts(n_targets, mc_num, generator, device).reshape(-1)  # [N * mc_num], in {1..T}
     head = model.get_output_embeddings()
-    V = head.weight.shape[0]
 
     rows = torch.arange(N, device=device).repeat_interleave(mc_num)  # [N * mc_num]
-    draws = draws.reshape(-1)
     out = torch.empty(N * mc_num, dtype=torch.float64, device=device)
     for start in range(0, N * mc_num, batch_size):
         r = rows[start : start + batch_size]
-        draw = draws[start : start + batch_size]  # [b]
+        n, T = counts[start : start + batch_size], n_targets[r]  # [b]
         clean, targets = input_ids[r], target_mask[r]  # [b, L]
+        chosen = _choose(targets, n, generator)  # [b, L]: exactly n[i] random targets of row i
         if estimator == "xdlm":
-            alpha = sched.alpha(draw)  # [b]
-            noisy = forward_process(clean, alpha, k1, mask_id, V, generator=generator, keep_mask=~targets)
+            noise = prior_sample(clean.shape, k1, mask_id, head.weight.shape[0], generator=generator, device=device)
+            noisy = torch.where(chosen, noise, clean)
         else:
-            noisy = _mask_exactly(clean, targets, draw, mask_id, generator)
+            noisy = torch.where(chosen, mask_id, clean)
         mask = None if attention_mask is None else attention_mask[r]
-        hidden = model(noisy, attention_mask=mask, compute_logits=False).last_hidden_state  # [b, L, D]
-        cols = targets.any(0).nonzero()
-        lo, hi = int(cols[0]), int(cols[-1]) + 1  # the columns holding targets
-        logits = head(hidden[:, lo:hi])  # [b, S, V]
+        logits, lo, hi = _target_logits(model, head, noisy, mask, targets)  # [b, S, V]
         clean, noisy, targets = clean[:, lo:hi], noisy[:, lo:hi], targets[:, lo:hi]
         if estimator == "xdlm":
-            loss = xdlm_loss(logits, noisy, clean, alpha, k1, mask_id, loss_mask=targets)  # [b, S]
-            loss = loss * sched.weight(draw)[:, None]
+            t = _order_statistic(n, T, generator)  # Beta(n, T - n + 1)
+            loss = xdlm_loss(logits, noisy, clean, 1 - t, k1, mask_id, loss_mask=targets)  # [b, S]
+            out[start : start + batch_size] = (T / n) * t * loss.double().sum(-1)
         else:
-            masked = noisy == mask_id
             nll = -_log_probs(logits, mask_id).gather(-1, clean[..., None]).squeeze(-1)  # [b, S]
-            loss = torch.where(masked, nll, 0.0) * (n_targets[r] / draw)[:, None]
-        out[start : start + batch_size] = (loss.double() * targets).sum(-1)
-    return out.view(N, mc_num)
+            masked_nll = torch.where(noisy == mask_id, nll, 0.0) * targets
+            out[start : start + batch_size] = (T / n) * masked_nll.double().sum(-1)
+    out = out.view(N, mc_num)
+    if estimator == "xdlm" and k1 > 0:  # at k1 = 0 a clean token has zero loss
+        out += _uncorrupted_term(model, head, input_ids, target_mask, attention_mask, k1, mask_id, mc_num,
+                                 batch_size, generator)
+    return out
 
 
 def loglikelihood(model, input_ids: torch.Tensor, target_mask: torch.Tensor, **kwargs) -> torch.Tensor:
@@ -101,24 +100,64 @@ def _log_probs(logits: torch.Tensor, mask_id: int) -> torch.Tensor:
     return logits.log_softmax(-1)
 
 
-def _stratified_t(N: int, mc_num: int, generator, device) -> torch.Tensor:
-    """[N, mc_num] diffusion times: each row stratified (one draw per 1/mc_num of the range)."""
-    return torch.stack([sample_t(mc_num, antithetic=True, generator=generator, device=device) for _ in range(N)])
+def _target_logits(model, head, noisy, attention_mask, targets):
+    """LM-head logits on the column span [lo, hi) that holds the targets only: ([b, S, V], lo, hi)."""
+    hidden = model(noisy, attention_mask=attention_mask, compute_logits=False).last_hidden_state  # [b, L, D]
+    cols = targets.any(0).nonzero()
+    lo, hi = int(cols[0]), int(cols[-1]) + 1
+    return head(hidden[:, lo:hi]), lo, hi
+
+
+def _uncorrupted_term(model, head, input_ids, target_mask, attention_mask, k1, mask_id, mc_num, batch_size,
+                      generator) -> torch.Tensor:
+    """[N, mc_num] float64: the part of the bound where no target is corrupted (z = x), sum L(t, x) / (T + 1) with
+    t ~ Beta(1, T + 1) drawn by its inverse CDF 1 - (1 - u)^(1 / (T + 1)), u stratified over a row's samples."""
+    N = input_ids.shape[0]
+    n_targets = target_mask.sum(-1)  # [N]
+    u = _stratified_uniform(N, mc_num, generator, input_ids.device)  # [N, mc_num]
+    t_all = (1 - (1 - u) ** (1 / (n_targets[:, None] + 1.0))).reshape(-1)
+    rows = torch.arange(N, device=input_ids.device).repeat_interleave(mc_num)
+    out = torch.empty(N * mc_num, dtype=torch.float64, device=input_ids.device)
+    for start in range(0, N * mc_num, batch_size):
+        r = rows[start : start + batch_size]
+        first, last = int(r[0]), int(r[-1]) + 1  # the few rows this chunk of samples belongs to
+        mask = None if attention_mask is None else attention_mask[first:last]
+        logits, lo, hi = _target_logits(model, head, input_ids[first:last], mask, target_mask[first:last])
+        clean, targets = input_ids[r, lo:hi], target_mask[r, lo:hi]
+        t = t_all[start : start + batch_size]
+        loss = xdlm_loss(logits[r - first], clean, clean, 1 - t, k1, mask_id, loss_mask=targets)  # [b, S]
+        out[start : start + batch_size] = loss.double().sum(-1) / (n_targets[r] + 1)
+    return out.view(N, mc_num)
+
+
+def _stratified_uniform(N: int, mc_num: int, generator, device) -> torch.Tensor:
+    """[N, mc_num] float64 uniforms on [0, 1), one in each stratum [j / mc_num, (j + 1) / mc_num) of a row."""
+    offset = torch.rand(N, mc_num, generator=generator, device=device, dtype=torch.float64)
+    return (torch.arange(mc_num, device=device) + offset) / mc_num
 
 
 def _stratified_counts(n_targets: torch.Tensor, mc_num: int, generator, device) -> torch.Tensor:
-    """[N, mc_num] numbers of targets to mask, uniform on {1..T} per sample, stratified over each row's samples."""
-    offset = torch.rand(len(n_targets), 1, generator=generator, device=device)  # [N, 1]
-    u = (torch.arange(mc_num, device=device) + offset) / mc_num  # [N, mc_num], one point per stratum of (0, 1)
-    T = n_targets[:, None]
-    return torch.ceil(u * T).clamp(min=1).minimum(T).double()
+    """[N, mc_num] counts uniform on {1..T} per sample, stratified over each row's samples (float64)."""
+    u = _stratified_uniform(len(n_targets), mc_num, generator, device)
+    T = n_targets[:, None].double()
+    return (u * T).floor().clamp(max=T - 1) + 1
 
 
-def _mask_exactly(clean, targets, counts, mask_id, generator) -> torch.Tensor:
-    """Mask `counts[i]` uniformly chosen target positions of row i; everything else stays clean."""
-    score = torch.rand(clean.shape, generator=generator, device=clean.device).masked_fill(~targets, 2.0)
-    rank = score.argsort(-1).argsort(-1)  # [b, L]: targets come first, in random order
-    return torch.where(rank < counts[:, None], mask_id, clean)
+def _choose(targets: torch.Tensor, counts: torch.Tensor, generator) -> torch.Tensor:
+    """[b, L] bool: counts[i] uniformly chosen target positions of row i."""
+    score = torch.rand(targets.shape, generator=generator, device=targets.device).masked_fill(~targets, 2.0)
+    rank = score.argsort(-1).argsort(-1)  # targets come first, in random order
+    return rank < counts[:, None]
+
+
+def _order_statistic(k: torch.Tensor, m: torch.Tensor, generator) -> torch.Tensor:
+    """[b] float64: the k-th smallest of m uniforms per row, i.e. a Beta(k, m - k + 1) draw, kept below 1 so that
+    alpha = 1 - t stays positive."""
+    width = int(m.max())
+    fresh = torch.rand(len(k), width, generator=generator, device=k.device, dtype=torch.float64)  # [b, width]
+    columns = torch.arange(width, device=k.device)
+    draws = torch.where(columns < m[:, None], fresh, 2.0).sort(-1).values
+    return draws.gather(-1, (k.long() - 1)[:, None]).squeeze(-1).clamp(max=1 - 1e-9)
 
 
 def _check_args(input_ids, target_mask, attention_mask, estimator, k1, mc_num, batch_size, mask_id) -> None:
