@@ -2,7 +2,7 @@
 green = filled from the mask, blue = refined (rewritten), red = re-masked, grey = still masked.
 
     python scripts/plot_trajectory.py --model PATH --prompt "Question: ..." --k1 0.1 --steps 16 --out traj
-    python scripts/plot_trajectory.py --demo --out docs/trajectory     # tiny model trained in seconds, no files
+    python scripts/plot_trajectory.py --demo --out docs/trajectory --temperature 1 --steps 8 --gen-length 18
 
 Writes OUT.html (token text, hover for the token id) and OUT.png (matplotlib).
 """
@@ -88,40 +88,42 @@ def plot_trajectory(trajectory, tokenizer, out_prefix, row: int = 0) -> tuple[Pa
     return write_html(lines, out_prefix.with_suffix(".html")), write_png(lines, out_prefix.with_suffix(".png"))
 
 
+DEMO_TEXT = "Diffusion language models draft every token at once, then refine the draft step by step until the text reads well."
+
+
 def _demo_model():
-    """A tiny LLaDA (d 64, 2 layers) trained for a few seconds to denoise a few sentences of real text."""
+    """A tiny LLaDA (d 64, 2 layers, word-level tokens) trained with the XDLM loss (k1 = 0.3) to denoise DEMO_TEXT:
+    it learns to fill masks and to spot wrong tokens, so the sampler's refinement has something to do."""
     import textwrap
 
-    import torch.nn.functional as F
-
     from llada_xdlm import LLaDAConfig, LLaDAModelLM, build_tokenizer
+    from llada_xdlm.diffusion import forward_process, sample_t, xdlm_loss
 
     texts = [" ".join(p.split()) for p in (textwrap.__doc__, argparse.__doc__, html.__doc__) if p]
-    tokenizer = build_tokenizer(texts * 4, vocab_size=320)
-    V = len(tokenizer)
+    tokenizer = build_tokenizer(texts * 4 + [DEMO_TEXT] * 8, vocab_size=700)
+    V, k1 = len(tokenizer), 0.3
     config = LLaDAConfig(d_model=64, n_layers=2, n_heads=4, n_kv_heads=4, mlp_hidden_size=128, vocab_size=V,
-                         embedding_size=V, max_sequence_length=64, mask_token_id=tokenizer.mask_token_id,
+                         embedding_size=V, max_sequence_length=128, mask_token_id=tokenizer.mask_token_id,
                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id, k1=0.1)
+                         pad_token_id=tokenizer.pad_token_id, k1=k1)
     torch.manual_seed(0)
     model = LLaDAModelLM(config)
-    data = tokenizer(" ".join(texts), return_tensors="pt")["input_ids"][0]
-    data = data[: (len(data) // 32) * 32].view(-1, 32)  # [N, 32]
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    batch = tokenizer(DEMO_TEXT, return_tensors="pt")["input_ids"].expand(16, -1)  # [16, 22]
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
     for _ in range(300):
-        batch = data[torch.randint(len(data), (16,))]
-        masked = torch.rand(batch.shape) < torch.rand(16, 1).clamp(min=0.05)
-        loss = F.cross_entropy(model(batch.masked_fill(masked, config.mask_token_id)).logits[masked], batch[masked])
+        alpha = 1 - sample_t(16)  # linear schedule
+        noisy = forward_process(batch, alpha, k1, config.mask_token_id, V)
+        loss = xdlm_loss(model(noisy).logits, noisy, batch, alpha, k1, config.mask_token_id).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
-    return model.eval(), tokenizer, data[0, :8]
+    return model.eval(), tokenizer, batch[0, :4]
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", help="path of a saved LLaDA model + tokenizer")
-    ap.add_argument("--demo", action="store_true", help="use a tiny model trained on the spot instead of --model")
+    ap.add_argument("--demo", action="store_true", help="use a tiny model trained on the spot (a minute) instead of --model")
     ap.add_argument("--prompt", default="")
     ap.add_argument("--steps", type=int, default=16)
     ap.add_argument("--gen-length", type=int, default=24)
