@@ -351,3 +351,20 @@ def test_bad_input_raises_a_clear_error_before_training(case, tmp_path, saved_mo
     with pytest.raises(ValueError, match=message):
         main([recipe])
     assert not (tmp_path / "recipe" / "trainer_state.json").exists()
+
+
+def test_fused_loss_with_activation_checkpointing_gives_the_same_gradients(tiny_config, tiny_tokenizer, corpus_texts,
+                                                                          tmp_path):
+    batch = packed_batch(tiny_tokenizer, corpus_texts)
+    grads = []
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        model = LLaDAModelLM(tiny_config).train()
+        if checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        trainer = make_trainer(model, tiny_tokenizer, tmp_path)
+        torch.manual_seed(1)
+        trainer.compute_loss(model, batch).backward()
+        grads.append({n: p.grad for n, p in model.named_parameters()})
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-4, atol=1e-6)
