@@ -194,9 +194,10 @@ def token_stats(logits, noisy_ids, clean_ids, c, k1, mask_id):
     return logp_z, logp_x, U / c.to(cd), H, lse
 
 
-def token_stats_grad(logits, noisy_ids, clean_ids, c, k1, mask_id, lse, logp_x, P, g_z, g_x, g_P, g_H):
+def token_stats_grad(logits, noisy_ids, clean_ids, c, k1, mask_id, lse, logp_x, P, g_z, g_x, g_P, g_H, out=None):
     """d(loss)/d(logits) [n, V] (float32, or float64 for float64 logits) of a chunk from the gradients
-    g_* [n] of the per-row scalars of `token_stats` (g_z must be 0 where z = m).
+    g_* [n] of the per-row scalars of `token_stats` (g_z must be 0 where z = m). `out`: an optional [n, V]
+    buffer of that dtype to write the result into (it may be `logits` itself).
 
     With p = softmax, u = c p, v_e = u_e^2 / (1 + u_e) (0 at x and m), Psi = sum_e v_e:
       d logp_z = [e=z] - p_e,  d logp_x = [e=x] - p_e,  d P = p_x p_e - [e=x] p_x,  d H = v_e - p_e Psi.
@@ -204,7 +205,7 @@ def token_stats_grad(logits, noisy_ids, clean_ids, c, k1, mask_id, lse, logp_x, 
     cd = torch.float64 if logits.dtype == torch.float64 else torch.float32
     g_z, g_x, g_P, g_H = (g.to(cd) for g in (g_z, g_x, g_P, g_H))
     p_x = logp_x.exp().to(cd)
-    p = logits.to(cd) - lse.to(cd)[:, None]  # new [n, V]
+    p = torch.sub(logits, lse.to(cd)[:, None], out=out)  # [n, V]
     p.exp_()
     if mask_id is not None:
         p[:, mask_id] = 0.0
@@ -283,10 +284,12 @@ class _LogitStats(torch.autograd.Function):
         for i in range(0, n, step):
             sl = slice(i, i + step)
             chunk = logits[sl] if rows is None else logits.index_select(0, rows[sl])
-            g = token_stats_grad(chunk, noisy_ids[sl], clean_ids[sl], c[sl], ctx.k1, ctx.mask_id, lse[sl], logp_x[sl], P[sl], *(t[sl] for t in grads))
-            if rows is None:
+            direct = rows is None and logits.dtype in (torch.float32, torch.float64)  # write into grad_logits
+            g = token_stats_grad(chunk, noisy_ids[sl], clean_ids[sl], c[sl], ctx.k1, ctx.mask_id, lse[sl], logp_x[sl], P[sl],
+                                 *(t[sl] for t in grads), out=grad_logits[sl] if direct else None)
+            if rows is None and not direct:
                 grad_logits[sl] = g
-            else:
+            elif rows is not None:
                 grad_logits.index_copy_(0, rows[sl], g.to(logits.dtype))
         return grad_logits, None, None, None, None, None, None
 

@@ -34,8 +34,12 @@ def _chunk_grads(h, weight, bias, z, x, a, k1, mask_id, V, scale=None):
         leaves = [t.detach().requires_grad_() for t in (logp_z, logp_x, P, H)]
         loss = xdlm_loss_from_stats(*leaves, a, z == x, noisy_is_mask, k1, V)
         g_z, g_x, g_P, g_H = torch.autograd.grad(loss if scale is None else loss * scale, leaves, torch.ones_like(loss))
+    in_place = logits.dtype in (torch.float32, torch.float64)  # else (bf16) the float32 gradient is cast on copy
     for b in blocks:
-        logits[b] = token_stats_grad(logits[b], z[b], x[b], c[b], k1, mask_id, lse[b], logp_x[b], P[b], g_z[b], g_x[b], g_P[b], g_H[b])
+        g = token_stats_grad(logits[b], z[b], x[b], c[b], k1, mask_id, lse[b], logp_x[b], P[b], g_z[b], g_x[b], g_P[b], g_H[b],
+                             out=logits[b] if in_place else None)
+        if not in_place:
+            logits[b] = g
     return loss.detach(), logits
 
 
