@@ -2,9 +2,12 @@
 
 import os
 import time
+from pathlib import Path
 
 import evaluate
 import pytest
+from lm_eval.api.task import ConfigurableTask
+from lm_eval.tasks._yaml_loader import load_yaml
 
 from llada_xdlm.evaluation import PASS_AT_1_PATH
 from llada_xdlm.evaluation.code_exec import run_program, run_programs
@@ -98,3 +101,23 @@ def test_metric_refuses_without_opt_in(monkeypatch):
     with pytest.raises(PermissionError, match="HF_ALLOW_CODE_EVAL"):
         metric.compute(references=["assert True"], predictions=["pass"])
 
+
+
+def test_paper_mbpp_task_builds_the_3_shot_prompt_and_scores_pass_at_1(allow_code, monkeypatch):
+    """eval/mbpp_xdlm.yaml with its Hub data swapped for the local MBPP-shaped fixture rows."""
+    repo = Path(__file__).resolve().parents[1]
+    monkeypatch.syspath_prepend(str(repo / "tests" / "fixtures" / "eval_tasks"))
+    import fixture_tasks
+
+    config = load_yaml(str(repo / "eval" / "mbpp_xdlm.yaml"), resolve_func=True)
+    config.pop("dataset_path"), config.pop("dataset_name")
+    config["custom_dataset"] = lambda **_: fixture_tasks.load_local("mbpp_tiny")
+    task = ConfigurableTask(config=config)
+    task.build_all_requests(limit=1, rank=0, world_size=1)
+    prompt, gen_kwargs = task.instances[0].args
+    assert prompt.count("[DONE]") == 3 and prompt.endswith("assert add(-1, 1) == 0\n[BEGIN]\n")
+    assert gen_kwargs["until"] == ["[DONE]"]
+    reference = task.doc_to_target(task.test_docs()[0])
+    pass_at_1 = config["metric_list"][0]["metric"]
+    assert pass_at_1(references=[reference], predictions=["def add(a, b):\n    return a + b"]) == 1.0
+    assert pass_at_1(references=[reference], predictions=["def add(a, b):\n    return a - b"]) == 0.0
