@@ -8,9 +8,8 @@ paper compares across MDLM / XDLM / UDLM. Every PPL here is an upper bound on th
 Each corpus is tokenised by the model's tokenizer, every document followed by EOS, concatenated and cut into blocks
 of `block_size` tokens (the remainder is dropped), as the model saw its training data. Each block gets `mc_num`
 diffusion times t (stratified) and one forward each; the per-token integrand is llada_xdlm.diffusion.xdlm_loss at
-the model's k1 (through llada_xdlm.evaluation.likelihood.nelbo_samples). The noise is drawn from one generator
-seeded by `--seed`, so a rerun gives the same number. The continuous-time bound does not depend on the schedule;
-`--schedule` changes only the variance of the estimate.
+the model's k1 (through llada_xdlm.evaluation.likelihood.nelbo_samples; the continuous-time bound does not depend
+on the training schedule). The noise is drawn from one generator seeded by `--seed`, so a rerun gives the same number.
 """
 
 import argparse
@@ -89,7 +88,7 @@ def text_blocks(texts: list[str], tokenizer, block_size: int, max_blocks: int | 
 
 
 def ppl_bound(model, blocks: torch.Tensor, *, mc_num: int = 16, seed: int = 0, k1: float | None = None,
-              schedule: str = "linear", batch_size: int = 32) -> dict:
+              batch_size: int = 32) -> dict:
     """NELBO per token (nats) and PPL bound exp(NELBO) of `blocks` [N, L], every token scored, mc_num diffusion
     times per block, noise from a generator seeded with `seed`."""
     device = next(model.parameters()).device
@@ -98,12 +97,12 @@ def ppl_bound(model, blocks: torch.Tensor, *, mc_num: int = 16, seed: int = 0, k
     blocks = blocks.to(device)
     targets = torch.ones_like(blocks, dtype=torch.bool)
     nelbo = nelbo_samples(model, blocks, targets, estimator="xdlm", k1=k1, mc_num=mc_num, batch_size=batch_size,
-                          schedule=schedule, generator=generator)  # [N, mc_num] nats per block
+                          generator=generator)  # [N, mc_num] nats per block
     per_token = float(nelbo.mean(-1).sum()) / blocks.numel()
     stderr = float(nelbo.mean(-1).std()) / blocks.shape[1] / math.sqrt(len(blocks)) if len(blocks) > 1 else 0.0
     return dict(nelbo=per_token, ppl_bound=math.exp(min(per_token, 50.0)), nelbo_stderr=stderr,
                 tokens=blocks.numel(), blocks=len(blocks), block_size=blocks.shape[1], mc_num=mc_num, seed=seed,
-                k1=k1, schedule=schedule)
+                k1=k1)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -116,7 +115,6 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--max_blocks", type=int, default=None, help="evaluate at most this many blocks per corpus")
     parser.add_argument("--mc_num", type=int, default=16, help="diffusion times t sampled per block")
     parser.add_argument("--k1", type=float, default=None, help="default: the checkpoint's config.k1")
-    parser.add_argument("--schedule", choices=["linear", "loglinear"], default="linear")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -133,7 +131,7 @@ def main(argv: list[str] | None = None) -> dict:
         texts = load_texts(name, text_column=args.text_column)
         blocks = text_blocks(texts, tokenizer, block_size, args.max_blocks)
         results[name] = r = ppl_bound(model, blocks, mc_num=args.mc_num, seed=args.seed, k1=args.k1,
-                                      schedule=args.schedule, batch_size=args.batch_size)
+                                      batch_size=args.batch_size)
         print(f"{name:>24}  PPL <= {r['ppl_bound']:10.2f}  (NELBO {r['nelbo']:.4f} +- {r['nelbo_stderr']:.4f} "
               f"nats/token, {r['tokens']} tokens, {r['mc_num']} t samples, seed {r['seed']}, k1 {r['k1']})")
     if args.output:

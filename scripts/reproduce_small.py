@@ -78,13 +78,62 @@ def recipe(cfg: dict, name: str, objective: str, k1: float | None, work: str, da
     return path
 
 
-def train(path: str) -> tuple[dict, float]:
-    """Run the real training entry point on a recipe: (its final metrics, seconds)."""
-    from llada_xdlm.training.train import main
+def train_all(runs: dict[str, str], jobs: int, log) -> dict[str, dict]:
+    """Train every run {name: recipe path} through the real entry point; {name: final metrics}. A run whose output
+    directory already holds metrics for the identical recipe is reused (a crashed reproduction resumes). jobs > 1
+    trains that many runs at once in subprocesses (`python -m llada_xdlm.train`), one thread each."""
+    metrics, todo = {}, []
+    for name, path in runs.items():
+        with open(path) as f:
+            text = f.read()
+        done = os.path.join(yaml.safe_load(text)["output_dir"], "reproduce_metrics.json")
+        if os.path.exists(done):
+            with open(done) as f:
+                saved = json.load(f)
+            if saved["recipe"] == text:
+                metrics[name] = saved["metrics"]
+                log(f"{name}: reusing the finished run")
+                continue
+        todo.append((name, path, text, done))
+    if jobs == 1:
+        from llada_xdlm.training.train import main as train_main
 
-    start = time.time()
-    metrics = main([path])
-    return metrics, time.time() - start
+        for name, path, text, done in todo:
+            start = time.time()
+            metrics[name] = dict(train_main([path]), train_seconds=time.time() - start)
+            _save(done, text, metrics[name])
+            log(f"{name}: trained in {metrics[name]['train_seconds']:.0f} s")
+        return metrics
+    import subprocess
+
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    running = []
+    while todo or running:
+        while todo and len(running) < jobs:
+            name, path, text, done = todo.pop(0)
+            out = open(path[: -len(".yaml")] + ".log", "w")
+            proc = subprocess.Popen([sys.executable, "-m", "llada_xdlm.train", path], stdout=out,
+                                    stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+            running.append((name, path, text, done, proc, out, time.time()))
+        time.sleep(2)
+        for item in [r for r in running if r[4].poll() is not None]:
+            name, path, text, done, proc, out, start = item
+            running.remove(item)
+            out.close()
+            if proc.returncode != 0:
+                raise RuntimeError(f"training {name} failed (exit {proc.returncode}); see {out.name}")
+            with open(out.name) as f:  # train.main prints `key: value` lines for its final metrics
+                lines = [line.split(":", 1) for line in f if line.startswith(("train_loss:", "nelbo_"))]
+            metrics[name] = {k: float(v.split()[0]) for k, v in lines}
+            metrics[name]["train_seconds"] = time.time() - start
+            _save(done, text, metrics[name])
+            log(f"{name}: trained in {metrics[name]['train_seconds']:.0f} s")
+    return metrics
+
+
+def _save(path: str, recipe_text: str, metrics: dict) -> None:
+    with open(path, "w") as f:
+        json.dump(dict(recipe=recipe_text, metrics=metrics), f, indent=2)
 
 
 def objective_for(k1: float) -> tuple[str, float | None]:
@@ -95,6 +144,10 @@ def label(k1: float) -> str:
     return {0.0: "MDLM", 1.0: "UDLM"}.get(k1, "XDLM")
 
 
+def run_name(k1: float, prefix: str = "") -> str:
+    return f"{prefix}{label(k1).lower()}_k1_{k1:g}"
+
+
 def load(path: str):
     from transformers import AutoTokenizer
 
@@ -103,32 +156,55 @@ def load(path: str):
     return LLaDAModelLM.from_pretrained(path, dtype=torch.float32).eval(), AutoTokenizer.from_pretrained(path)
 
 
-def run_text(cfg: dict, k1s: list[float], work: str, seed: int, log) -> dict:
-    """Train the evaluator and one diffusion model per k1; PPL bound and Gen-PPL of each."""
+def prepare_text(cfg: dict, k1s: list[float], work: str, seed: int) -> tuple[dict, dict]:
+    """One tokenizer for every text model (built from the corpus) and the recipes: ({name: recipe}, data)."""
     from llada_xdlm import build_tokenizer
 
-    texts = eval_ppl.load_texts(os.path.join(CORPUS, "train.jsonl"))
-    tokenizer = build_tokenizer(texts, cfg["vocab"])
     tok_dir = os.path.join(work, "tokenizer")
-    tokenizer.save_pretrained(tok_dir)
+    if not os.path.exists(os.path.join(tok_dir, "tokenizer.json")):  # kept: reused runs need the same tokenizer
+        texts = eval_ppl.load_texts(os.path.join(CORPUS, "train.jsonl"))
+        build_tokenizer(texts, cfg["vocab"]).save_pretrained(tok_dir)
     data = dict(tokenizer=tok_dir, train=os.path.join(CORPUS, "train.jsonl"),
                 validation=os.path.join(CORPUS, "validation.jsonl"), block_size=cfg["block"], steps=cfg["steps"])
+    runs = {"evaluator_ar": recipe(cfg, "evaluator_ar", "ar", None, work, data, seed)}
+    runs.update({run_name(k1): recipe(cfg, run_name(k1), *objective_for(k1), work, data, seed) for k1 in k1s})
+    return runs, data
+
+
+def prepare_digits(cfg: dict, k1s: list[float], work: str, seed: int) -> dict:
+    """The digits corpus (16 grey levels, 197 images held out) and one recipe per k1: {name: recipe}."""
+    import numpy as np
+
+    from llada_xdlm.training.images import digits_levels, write_image_corpus
+
+    images, _ = digits_levels(16)
+    order = np.random.default_rng(0).permutation(len(images))
+    data_dir = os.path.join(work, "digits16")
+    write_image_corpus(images[order[197:]], images[order[:197]], 16, data_dir)
+    data = dict(tokenizer=os.path.join(data_dir, "tokenizer"), train=os.path.join(data_dir, "train.jsonl"),
+                validation=os.path.join(data_dir, "validation.jsonl"), block_size=65, steps=cfg["digits_steps"])
+    return {run_name(k1, "digits_"): recipe(cfg, run_name(k1, "digits_"), *objective_for(k1), work, data, seed)
+            for k1 in k1s}
+
+
+def eval_text(cfg: dict, k1s: list[float], work: str, seed: int, data: dict, metrics: dict, log) -> dict:
+    """PPL bound and Gen-PPL (ancestral sampler, AR evaluator) of every text model."""
+    evaluator, tokenizer = load(os.path.join(work, "evaluator_ar"))
     val_texts = eval_ppl.load_texts(data["validation"])
     blocks = eval_ppl.text_blocks(val_texts, tokenizer, cfg["block"], cfg["eval_blocks"])
-
-    metrics, seconds = train(recipe(cfg, "evaluator_ar", "ar", None, work, data, seed))
-    evaluator, _ = load(os.path.join(work, "evaluator_ar"))
-    out = dict(evaluator=dict(val_ppl=math.exp(metrics["nelbo_after"]), train_seconds=seconds,
+    out = dict(evaluator=dict(val_ppl=math.exp(metrics["evaluator_ar"]["nelbo_after"]),
+                              train_seconds=metrics["evaluator_ar"]["train_seconds"],
                               real_text_gen_ppl=eval_gen_ppl.gen_ppl(evaluator, tokenizer, val_texts[:200]),
                               real_text_entropy=eval_gen_ppl.unigram_entropy(blocks)),
-               models={}, tokens=blocks.numel(), vocab=len(tokenizer))
-    log(f"evaluator: validation PPL {out['evaluator']['val_ppl']:.2f} ({seconds:.0f} s)")
+               models={}, tokens=blocks.numel(), vocab=len(tokenizer),
+               params=sum(p.numel() for p in evaluator.parameters()))
+    log(f"evaluator: validation PPL {out['evaluator']['val_ppl']:.2f}")
     for k1 in k1s:
-        name = f"{label(k1).lower()}_k1_{k1:g}"
-        metrics, seconds = train(recipe(cfg, name, *objective_for(k1), work, data, seed))
+        name = run_name(k1)
         model, _ = load(os.path.join(work, name))
         start = time.time()
-        row = dict(k1=k1, name=label(k1), train_seconds=seconds, train_loss=metrics["train_loss"],
+        row = dict(k1=k1, name=label(k1), train_seconds=metrics[name]["train_seconds"],
+                   train_loss=metrics[name]["train_loss"],
                    bound=eval_ppl.ppl_bound(model, blocks, mc_num=cfg["mc_num"], seed=seed),
                    gen=eval_gen_ppl.measure(model, tokenizer, evaluator, tokenizer, steps_list=cfg["gen_steps"],
                                             num_samples=cfg["gen_samples"], length=cfg["block"],
@@ -136,32 +212,24 @@ def run_text(cfg: dict, k1s: list[float], work: str, seed: int, log) -> dict:
         row["eval_seconds"] = time.time() - start
         out["models"][str(k1)] = row
         gens = ", ".join(f"{g['steps']} steps {g['gen_ppl']:.1f} (H {g['entropy']:.2f})" for g in row["gen"])
-        log(f"{name}: PPL bound {row['bound']['ppl_bound']:.2f}; Gen-PPL {gens} ({seconds:.0f} s train)")
+        log(f"{name}: PPL bound {row['bound']['ppl_bound']:.2f}; Gen-PPL {gens}")
     return out
 
 
-def run_digits(cfg: dict, k1s: list[float], work: str, seed: int, log) -> dict:
-    """Train one digits model per k1 (16 grey levels, 64 tokens) and measure FID at cfg['gen_steps'] steps."""
-    from eval_fid import generate_images
-    from llada_xdlm.evaluation.fid import DigitsFeatures, fid, load_digits_images
-    from llada_xdlm.training.images import digits_levels, write_image_corpus
-
+def eval_digits(cfg: dict, k1s: list[float], work: str, seed: int, metrics: dict, log) -> dict:
+    """FID (digits classifier features) of every digits model at cfg['gen_steps'] ancestral steps."""
     import numpy as np
 
-    levels_n = 16
-    images, _ = digits_levels(levels_n)
-    order = np.random.default_rng(0).permutation(len(images))
-    data_dir = os.path.join(work, "digits16")
-    write_image_corpus(images[order[197:]], images[order[:197]], levels_n, data_dir)
-    data = dict(tokenizer=os.path.join(data_dir, "tokenizer"), train=os.path.join(data_dir, "train.jsonl"),
-                validation=os.path.join(data_dir, "validation.jsonl"), block_size=65, steps=cfg["digits_steps"])
+    from eval_fid import generate_images
+    from llada_xdlm.evaluation.fid import DigitsFeatures, fid, load_digits_images
+
     extractor = DigitsFeatures(seed=seed)
-    ref = extractor(load_digits_images(levels_n)[0])
+    ref = extractor(load_digits_images(16)[0])
     out = {}
     for k1 in k1s:
-        name = f"digits_{label(k1).lower()}_k1_{k1:g}"
-        metrics, seconds = train(recipe(cfg, name, *objective_for(k1), work, data, seed))
-        row = dict(k1=k1, name=label(k1), train_seconds=seconds, val_nelbo=metrics["nelbo_after"], fid={})
+        name = run_name(k1, "digits_")
+        row = dict(k1=k1, name=label(k1), train_seconds=metrics[name]["train_seconds"],
+                   val_nelbo=metrics[name]["nelbo_after"], fid={})
         for steps in cfg["gen_steps"]:
             imgs, _ = generate_images(os.path.join(work, name), cfg["fid_samples"], steps, (8, 8),
                                       sampler="ancestral", batch_size=100, seed=seed, device="cpu")
@@ -272,10 +340,16 @@ def markdown(results: dict, png_name: str) -> str:
         f"- Corpus: `data/stdlib_docs` (English prose from Python standard-library docstrings), byte-level BPE "
         f"tokenizer with {text['vocab']} ids built once from the training split and shared by every model.",
         f"- Model: LLaDA architecture, d_model {s['d_model']}, {s['n_layers']} layers, {s['n_heads']} heads, "
-        f"SwiGLU {s['mlp_hidden_size']}; no time conditioning.",
+        f"SwiGLU {s['mlp_hidden_size']}, {text['params'] / 1e6:.2f} M parameters; no time conditioning.",
         f"- Training (each model, through `llada_xdlm.training.train.main`): {s['steps']} steps, batch {s['batch']} x "
         f"{s['block']} tokens, AdamW lr {s['lr']} cosine, {s['warmup']} warm-up, log-linear schedule, fused loss. "
         "Only the objective differs (mdlm / xdlm k1 = 0.1 / udlm).",
+        f"- Trained {s['jobs']} model(s) at a time ({'subprocesses, one thread each' if s['jobs'] > 1 else 'in-process'}); "
+        "training seconds per model: " + ", ".join(
+            f"{r['name']} k1={r['k1']:g} {r['train_seconds']:.0f}" for r in text["models"].values())
+        + f", evaluator {text['evaluator']['train_seconds']:.0f}" + (", digits " + ", ".join(
+            f"k1={r['k1']:g} {r['train_seconds']:.0f}" for r in results["digits"].values())
+            if results.get("digits") else "") + ".",
         "- Recipes written by the script: `<work_dir>/recipes/*.yaml`; raw numbers: `<work_dir>/results.json`.",
         "",
         "## The paper's claims, beside ours",
@@ -297,18 +371,18 @@ def reading(results: dict) -> list[str]:
                    f"by {abs(u - x):.2f} (paper: XDLM better than UDLM).")
     if 0.0 in rows and 0.1 in rows:
         m, x = rows[0.0]["bound"]["ppl_bound"], rows[0.1]["bound"]["ppl_bound"]
-        out.append(f"- PPL bound: MDLM {m:.2f} vs XDLM {x:.2f} (the paper expects MDLM slightly better or equal).")
+        out.append(f"- PPL bound: MDLM {m:.2f} vs XDLM {x:.2f} (in the paper MDLM is the PPL end of the trade-off).")
     for n in steps:
         g = {k: next(gg for gg in r["gen"] if gg["steps"] == n)["gen_ppl"] for k, r in rows.items()}
-        order = " < ".join(f"{label(k)} {v:.1f}" for k, v in sorted(g.items(), key=lambda kv: kv[1]))
+        order = " < ".join(f"{label(k)} k1={k:g} {v:.1f}" for k, v in sorted(g.items(), key=lambda kv: kv[1]))
         out.append(f"- Gen-PPL at {n} steps (lower first): {order}.")
     if results.get("digits"):
         for n in steps:
             f = {float(k): r["fid"][str(n)] for k, r in results["digits"].items()}
-            order = " < ".join(f"{label(k)} {v:.1f}" for k, v in sorted(f.items(), key=lambda kv: kv[1]))
+            order = " < ".join(f"{label(k)} k1={k:g} {v:.1f}" for k, v in sorted(f.items(), key=lambda kv: kv[1]))
             out.append(f"- Digits FID at {n} steps (lower first): {order}.")
-    out.append("- Scale caveat: ~1 M-parameter models trained for minutes on a 0.4 MB corpus; differences of a few "
-               "percent are within run-to-run noise (one seed).")
+    out.append(f"- Scale caveat: {results['text']['params'] / 1e6:.2f} M-parameter models trained for minutes on a "
+               "0.4 MB corpus, one seed: differences of a few percent may be run-to-run noise.")
     return out
 
 
@@ -322,7 +396,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--digits_steps", type=int, default=None, help="training steps per digits model")
     parser.add_argument("--batch", type=int, default=None, help="training batch size (mode default)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--work_dir", default=None, help="default outputs/reproduce_small[_smoke]")
+    parser.add_argument("--jobs", type=int, default=1, help="train this many models at once (subprocesses)")
+    parser.add_argument("--work_dir", default=None, help="default outputs/reproduce_small_<mode>; finished runs "
+                        "with identical recipes there are reused")
     parser.add_argument("--doc_dir", default=None, help="where small_scale.md/.png go (default docs/; smoke: work)")
     args = parser.parse_args(argv)
     if any(not 0.0 <= k <= 1.0 for k in args.k1):
@@ -332,7 +408,7 @@ def main(argv: list[str] | None = None) -> dict:
     for key in ("steps", "digits_steps", "batch"):
         if getattr(args, key) is not None:
             cfg[key] = getattr(args, key)
-    work = args.work_dir or os.path.join(ROOT, "outputs", f"reproduce_small{'_smoke' if args.smoke else ''}")
+    work = os.path.abspath(args.work_dir or os.path.join(ROOT, "outputs", f"reproduce_small_{mode}"))
     doc_dir = args.doc_dir or (work if args.smoke else os.path.join(ROOT, "docs"))
     os.makedirs(work, exist_ok=True)
     os.makedirs(doc_dir, exist_ok=True)
@@ -345,13 +421,17 @@ def main(argv: list[str] | None = None) -> dict:
 
     command = "python scripts/reproduce_small.py" + "".join(f" {a}" for a in (argv if argv is not None else
                                                                                sys.argv[1:]))
-    results = dict(settings=dict(cfg, mode=mode, seed=args.seed, k1s=args.k1, command=command,
+    results = dict(settings=dict(cfg, mode=mode, seed=args.seed, k1s=args.k1, command=command, jobs=args.jobs,
                                  machine=f"{platform.machine()} CPU, {os.cpu_count()} cores, torch "
                                          f"{torch.__version__}",
                                  date=time.strftime("%Y-%m-%d", time.gmtime()), shared_machine=not args.smoke))
-    results["text"] = run_text(cfg, args.k1, work, args.seed, log)
+    runs, text_data = prepare_text(cfg, args.k1, work, args.seed)
     if args.digits:
-        results["digits"] = run_digits(cfg, args.k1, work, args.seed, log)
+        runs.update(prepare_digits(cfg, args.k1, work, args.seed))
+    metrics = train_all(runs, args.jobs, log)
+    results["text"] = eval_text(cfg, args.k1, work, args.seed, text_data, metrics, log)
+    if args.digits:
+        results["digits"] = eval_digits(cfg, args.k1, work, args.seed, metrics, log)
     results["settings"]["minutes"] = (time.time() - start) / 60
     results["reading"] = reading(results)
     with open(os.path.join(work, "results.json"), "w") as f:
