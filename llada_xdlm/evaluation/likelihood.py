@@ -8,10 +8,11 @@ Only target positions are noised; the rest (e.g. an lm-eval context) stays clean
 - "xdlm" (any k1): under alpha = 1 - t, t ~ U(0, 1), the number n of corrupted targets is uniform on {0..T}
   (T = number of targets), and given n, t ~ Beta(n + 1, T - n + 1). We stratify n over {1..T} across a row's
   samples and corrupt n random targets with draws from the prior r (diffusion.prior_sample). Then t is drawn from
-  Beta(n, T - n + 1), which absorbs the 1/t of the loss; plain t ~ U(0, 1) would weight rare single corruptions
-  by 1/t and make the samples heavy-tailed. The value is (T / n) t sum L(t, z). The n = 0 term (nothing
-  corrupted, z = x; zero when k1 = 0) is added to every sample with weight 1 / (T + 1), from a forward of the
-  clean sequence and its own t ~ Beta(1, T + 1). Beta draws are order statistics of uniforms. At k1 = 0 this is LLaDA's estimator.
+  Beta(n, T - n + 1) (an order statistic of T uniforms), which absorbs the 1/t of the loss; plain t ~ U(0, 1)
+  would weight rare single corruptions by 1/t and make the samples heavy-tailed. The value is
+  (T / n) t sum L(t, z). The n = 0 term (nothing corrupted, z = x; zero when k1 = 0) is added to every sample
+  with weight 1 / (T + 1), from a forward of the clean sequence and its own t ~ Beta(1, T + 1).
+  At k1 = 0 this is LLaDA's estimator.
 - "mdlm" (LLaDA's estimator; pure masking, ignores k1): l uniform on {1..T}, stratified; exactly l random targets
   masked; value = (T / l) * sum of -log p(x) over the masked targets.
 
