@@ -210,7 +210,8 @@ def _top_k_per_row(score, eligible, k) -> torch.Tensor:
     batched sort with a rank comparison. score [B, W], eligible [B, W] bool, k [B] long."""
     score = score.masked_fill(~eligible, float("-inf"))
     order = score.argsort(dim=-1, descending=True, stable=True)  # [B, W]
-    rank = torch.empty_like(order).scatter_(-1, order, torch.arange(order.shape[1], device=order.device).expand_as(order))
+    positions = torch.arange(order.shape[1], device=order.device).expand_as(order)
+    rank = torch.empty_like(order).scatter_(-1, order, positions)  # rank[b, w]: place of w in row b's order
     return eligible & (rank < k[:, None])
 
 

@@ -2,7 +2,7 @@
 green = filled from the mask, blue = refined (rewritten), red = re-masked, grey = still masked.
 
     python scripts/plot_trajectory.py --model PATH --prompt "Question: ..." --k1 0.1 --steps 16 --out traj
-    python scripts/plot_trajectory.py --demo --out docs/trajectory --temperature 1 --steps 8 --gen-length 18
+    python scripts/plot_trajectory.py --demo --out docs/trajectory --temperature 1 --steps 6 --gen-length 18
 
 Writes OUT.html (token text, hover for the token id) and OUT.png (matplotlib).
 """
@@ -40,10 +40,11 @@ def write_html(lines, path: Path) -> Path:
     rows = []
     for s, line in enumerate(lines):
         cells = "".join(
-            f'<span title="id {tok}" style="background:{c};color:{"#fff" if c in (FILLED, REFINED, REMASKED) else "#333"};'
+            f'<span title="id {tok}" style="background:{c};color:{"#333" if c in (MASKED, KEPT) else "#fff"};'
             f'padding:1px 3px;margin:1px;border-radius:3px;display:inline-block">{html.escape(text)}</span>'
             for text, tok, c in line)
-        rows.append(f'<div style="margin:2px 0"><b style="display:inline-block;width:4em">step {s + 1}</b>{cells}</div>')
+        label = f'<b style="display:inline-block;width:4em">step {s + 1}</b>'
+        rows.append(f'<div style="margin:2px 0">{label}{cells}</div>')
     path.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>generation trajectory</title></head>"
                     f"<body style='font-family:monospace;font-size:13px'><p>{legend}</p>{''.join(rows)}</body></html>")
     return path
@@ -88,7 +89,8 @@ def plot_trajectory(trajectory, tokenizer, out_prefix, row: int = 0) -> tuple[Pa
     return write_html(lines, out_prefix.with_suffix(".html")), write_png(lines, out_prefix.with_suffix(".png"))
 
 
-DEMO_TEXT = "Diffusion language models draft every token at once, then refine the draft step by step until the text reads well."
+DEMO_TEXT = ("Diffusion language models draft every token at once, then refine the draft step by step until the text "
+             "reads well.")
 
 
 def _demo_model():
@@ -110,7 +112,7 @@ def _demo_model():
     model = LLaDAModelLM(config)
     batch = tokenizer(DEMO_TEXT, return_tensors="pt")["input_ids"].expand(16, -1)  # [16, 22]
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    for _ in range(300):
+    for _ in range(800):
         alpha = 1 - sample_t(16)  # linear schedule
         noisy = forward_process(batch, alpha, k1, config.mask_token_id, V)
         loss = xdlm_loss(model(noisy).logits, noisy, batch, alpha, k1, config.mask_token_id).mean()
@@ -123,7 +125,7 @@ def _demo_model():
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", help="path of a saved LLaDA model + tokenizer")
-    ap.add_argument("--demo", action="store_true", help="use a tiny model trained on the spot (a minute) instead of --model")
+    ap.add_argument("--demo", action="store_true", help="a tiny model trained on the spot (minutes) instead of --model")
     ap.add_argument("--prompt", default="")
     ap.add_argument("--steps", type=int, default=16)
     ap.add_argument("--gen-length", type=int, default=24)

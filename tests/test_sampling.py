@@ -354,7 +354,8 @@ def test_no_python_loop_over_the_batch(tiny_model, tiny_tokenizer):
 
 
 def test_truncate_at_stop():
-    assert truncate_at_stop(["a\n\nQuestion: b", "no stop", "x</s>y\n\n"], ["\n\n", "</s>", ""]) == ["a", "no stop", "x"]
+    texts = ["a\n\nQuestion: b", "no stop", "x</s>y\n\n"]
+    assert truncate_at_stop(texts, ["\n\n", "</s>", ""]) == ["a", "no stop", "x"]
 
 
 def test_overfit_tiny_model_reproduces_its_sentence(tiny_model, tiny_tokenizer, tiny_config):
