@@ -161,67 +161,74 @@ def uniform_ratio(alpha, k1, vocab_size):
     return torch.where(w > 0, alpha / torch.where(w > 0, w, 1.0), 1.0)
 
 
-def token_stats(logits, noisy_ids, clean_ids, c, k1, mask_id):
-    """Per-row scalars of a chunk of logits [n, V] (any float dtype; not modified).
+def token_probs(logits, noisy_ids, clean_ids, c, k1, mask_id, out=None):
+    """u = c p [n, V] (p = softmax of a chunk of logits [n, V], any float dtype; c = 1 when k1 = 0) with u = 0 at
+    x and m, in float32 (float64 for float64 logits), and log p_z, log p_x [n] (float64; -inf at z = m).
 
-    Returns (logp_z, logp_x, P, H, lse), each [n]: log p at z and at x, P = sum_{e not in {x, m}} p_e
-    (= 1 - p_x, but accurate when p_x ~ 1), H = sum_{e not in {x, m}} h(c p_e) and the log-normaliser.
-    Computed in float32 (float64 for float64 logits); rows whose H would lose more than ~1e-6 relative
-    accuracy in float32 (every u_e small, so u - log1p(u) cancels) are reduced in float64.
-    k1 = 0 needs neither P's sum nor H (H = 0, P = 1 - p_x).
+    u is written into `out` ([n, V] of that dtype; `logits` itself to overwrite them), else a new buffer.
+    One softmax pass gives p; the log-normaliser comes from the largest p (exactly 1 / sum_e exp(l_e - max l)),
+    so log p_x stays finite when p_x underflows.
     """
     cd = torch.float64 if logits.dtype == torch.float64 else torch.float32
-    t = logits.to(cd, copy=True)  # [n, V]
+    l_x = logits.gather(1, clean_ids[:, None]).squeeze(1).double()
+    u = logits.to(cd, copy=True) if out is None else out if out is logits else out.copy_(logits)  # [n, V]
     if mask_id is not None:
-        t[:, mask_id] = -math.inf
-    t = t.log_softmax(-1)  # log p, one fused pass
-    logp_x = t.gather(1, clean_ids[:, None]).squeeze(1)
-    logp_z = t.gather(1, noisy_ids[:, None]).squeeze(1)
-    lse = logits.gather(1, clean_ids[:, None]).squeeze(1).to(cd) - logp_x
+        u[:, mask_id] = -math.inf
+    l_z = u.gather(1, noisy_ids[:, None]).squeeze(1).double()
+    top = u.amax(-1).double()
+    torch.softmax(u, -1, out=u)  # p, in place
+    lse = top - u.amax(-1).double().log()
+    u.scatter_(1, clean_ids[:, None], 0.0)
+    if k1 != 0:
+        u.mul_(c.to(cd)[:, None])
+    return u, l_z - lse, l_x - lse
+
+
+def token_stats(logits, noisy_ids, clean_ids, c, k1, mask_id, out=None, scratch=None):
+    """Per-row scalars of a chunk of logits [n, V]: ((logp_z, logp_x, P, H), u).
+
+    log p at z and at x (float64), P = sum_{e not in {x, m}} p_e (= 1 - p_x, but accurate when p_x ~ 1) and
+    H = sum_{e not in {x, m}} h(u_e) (float32; float64 for float64 logits), each [n], and u from `token_probs`
+    (written into `out`), which `token_stats_grad` turns into the gradient. `scratch`: an optional [n, V] work
+    buffer. Rows whose H would lose more than ~1e-6 relative accuracy in float32 (every u_e small, so
+    u - log1p(u) cancels) are reduced in float64. k1 = 0 needs neither P's sum nor H (H = 0, P = 1 - p_x).
+    """
+    u, logp_z, logp_x = token_probs(logits, noisy_ids, clean_ids, c, k1, mask_id, out)
     if k1 == 0:
-        return logp_z, logp_x, -torch.expm1(logp_x), torch.zeros_like(logp_x), lse
-    t.exp_().mul_(c.to(cd)[:, None])  # u = c p, [n, V]; the mask column is 0
-    t.scatter_(1, clean_ids[:, None], 0.0)
-    U = t.sum(-1)
-    y = torch.log1p(t)
-    H = torch.sub(t, y, out=y).sum(-1)  # sum of h(u) >= 0: no cancellation between the sums
+        return (logp_z, logp_x, -torch.expm1(logp_x).to(u.dtype), torch.zeros_like(logp_x, dtype=u.dtype)), u
+    U = u.sum(-1)
+    y = torch.log1p(u, out=scratch)
+    H = torch.sub(u, y, out=y).sum(-1)  # sum of h(u) >= 0: no cancellation between the sums
     # Each h(u) = u - log1p(u) carries an absolute rounding error <= ~1.2e-7 u, so H's relative error is at most
     # ~1.2e-7 U / H. Rows where that bound exceeds 1e-6 (all u small) are redone in float64.
     redo = U > 8 * H
-    if cd == torch.float32 and bool(redo.any()):
-        u = t[redo].double()
-        H[redo] = (u.sum(-1) - u.log1p_().sum(-1)).float()
-    return logp_z, logp_x, U / c.to(cd), H, lse
+    if u.dtype == torch.float32 and bool(redo.any()):
+        ur = u[redo].double()
+        H[redo] = (ur.sum(-1) - ur.log1p_().sum(-1)).float()
+    return (logp_z, logp_x, U / c.to(u.dtype), H), u
 
 
-def token_stats_grad(logits, noisy_ids, clean_ids, c, k1, mask_id, lse, logp_x, P, g_z, g_x, g_P, g_H, out=None):
-    """d(loss)/d(logits) [n, V] (float32, or float64 for float64 logits) of a chunk from the gradients
-    g_* [n] of the per-row scalars of `token_stats` (g_z must be 0 where z = m). `out`: an optional [n, V]
-    buffer of that dtype to write the result into (it may be `logits` itself).
+def token_stats_grad(u, noisy_ids, clean_ids, c, k1, logp_x, g_z, g_x, g_P, g_H, scratch=None):
+    """d(loss)/d(logits) [n, V] of a chunk, written over u = c p (from `token_stats`), from the gradients
+    g_* [n] of the per-row scalars (g_z must be 0 where z = m). `scratch`: an optional [n, V] work buffer.
 
-    With p = softmax, u = c p, v_e = u_e^2 / (1 + u_e) (0 at x and m), Psi = sum_e v_e:
-      d logp_z = [e=z] - p_e,  d logp_x = [e=x] - p_e,  d P = p_x p_e - [e=x] p_x,  d H = v_e - p_e Psi.
+    With p = softmax, v_e = u_e^2 / (1 + u_e) (0 at x and m), Psi = sum_e v_e:
+      d logp_z = [e=z] - p_e,  d logp_x = [e=x] - p_e,  d P = p_x p_e - [e=x] p_x,  d H = v_e - p_e Psi,
+    so the row is (u_e / c) coef + g_H v_e off x, with coef = g_P p_x - g_x - g_z - g_H Psi.
     """
-    cd = torch.float64 if logits.dtype == torch.float64 else torch.float32
-    g_z, g_x, g_P, g_H = (g.to(cd) for g in (g_z, g_x, g_P, g_H))
-    p_x = logp_x.exp().to(cd)
-    p = torch.sub(logits, lse.to(cd)[:, None], out=out)  # [n, V]
-    p.exp_()
-    if mask_id is not None:
-        p[:, mask_id] = 0.0
-    coef = -g_x - g_z + g_P * p_x
-    v = None
+    cd = u.dtype
+    p_x = logp_x.double().exp()
+    g_z, g_x, g_P, g_H = (g.double() for g in (g_z, g_x, g_P, g_H))
+    coef = g_P * p_x - g_x - g_z
     if k1 != 0:
-        u = p * c.to(cd)[:, None]
-        u.scatter_(1, clean_ids[:, None], 0.0)
-        v = torch.div(u, u + 1).mul_(u)  # u^2 / (1 + u)
-        del u
-        coef = coef - g_H * v.sum(-1)  # g_H Psi
-    grad = p.mul_(coef[:, None])
-    if v is not None:
-        grad.addcmul_(v, g_H[:, None])
-    grad.scatter_add_(1, clean_ids[:, None], (g_x - g_P * p_x)[:, None])
-    grad.scatter_add_(1, noisy_ids[:, None], g_z[:, None])
+        v = torch.add(u, 1, out=scratch)
+        v = torch.div(u, v, out=v).mul_(u)  # u^2 / (1 + u), never overflows
+        coef = coef - g_H * v.sum(-1).double()  # g_H Psi
+    grad = u.mul_((coef / c.double()).to(cd)[:, None])
+    if k1 != 0:
+        grad.addcmul_(v, g_H.to(cd)[:, None])
+    grad.scatter_add_(1, clean_ids[:, None], (p_x * coef + g_x - g_P * p_x).to(cd)[:, None])
+    grad.scatter_add_(1, noisy_ids[:, None], g_z.to(cd)[:, None])
     return grad
 
 
@@ -258,40 +265,56 @@ def xdlm_loss_from_stats(logp_z, logp_x, P, H, alpha, noisy_is_clean, noisy_is_m
 
 
 class _LogitStats(torch.autograd.Function):
-    """logits [N, V] -> (logp_z, logp_x, P, H) for the rows `rows` (None = all), chunk by chunk; backward
-    recomputes the softmax per chunk, so no [N, V] temporary is kept."""
+    """logits [N, V] -> (logp_z, logp_x, P, H) for the rows `rows` (None = all), on cache-sized row blocks in
+    reused block buffers; backward recomputes the softmax per block, so no [N, V] temporary is kept."""
 
     @staticmethod
     def forward(ctx, logits, rows, noisy_ids, clean_ids, c, k1, mask_id):
-        n = noisy_ids.shape[0]
-        step = max(1, CHUNK_ELEMENTS // logits.shape[1])
-        out = [[] for _ in range(5)]
+        n, V = noisy_ids.shape[0], logits.shape[1]
+        step = max(1, CHUNK_ELEMENTS // V)
+        buf, scratch = _block_buffers(logits, min(step, n), 2 if k1 != 0 else 1)
+        out = [[] for _ in range(4)]
         for i in range(0, n, step):
             chunk = logits[i : i + step] if rows is None else logits.index_select(0, rows[i : i + step])
-            for o, t in zip(out, token_stats(chunk, noisy_ids[i : i + step], clean_ids[i : i + step], c[i : i + step], k1, mask_id)):
+            m = chunk.shape[0]
+            stats, _ = token_stats(chunk, noisy_ids[i : i + step], clean_ids[i : i + step], c[i : i + step], k1, mask_id,
+                                   buf[:m], scratch if scratch is None else scratch[:m])
+            for o, t in zip(out, stats):
                 o.append(t)
-        logp_z, logp_x, P, H, lse = (torch.cat(o) for o in out)
-        ctx.save_for_backward(logits, rows, noisy_ids, clean_ids, c, lse, logp_x, P)
+        logp_z, logp_x, P, H = (torch.cat(o) for o in out)
+        ctx.save_for_backward(logits, rows, noisy_ids, clean_ids, c, logp_x)
         ctx.k1, ctx.mask_id, ctx.step = k1, mask_id, step
         return logp_z, logp_x, P, H
 
     @staticmethod
     def backward(ctx, g_z, g_x, g_P, g_H):
-        logits, rows, noisy_ids, clean_ids, c, lse, logp_x, P = ctx.saved_tensors
-        grads = [torch.zeros_like(lse) if g is None else g for g in (g_z, g_x, g_P, g_H)]
+        logits, rows, noisy_ids, clean_ids, c, logp_x = ctx.saved_tensors
+        grads = [torch.zeros_like(logp_x) if g is None else g for g in (g_z, g_x, g_P, g_H)]
+        direct = rows is None and logits.dtype in (torch.float32, torch.float64)  # u and its gradient in grad_logits
         grad_logits = torch.empty_like(logits) if rows is None else torch.zeros_like(logits)
         step, n = ctx.step, noisy_ids.shape[0]
+        buf, scratch = _block_buffers(logits, min(step, n), 2 if ctx.k1 != 0 else 1)
         for i in range(0, n, step):
             sl = slice(i, i + step)
             chunk = logits[sl] if rows is None else logits.index_select(0, rows[sl])
-            direct = rows is None and logits.dtype in (torch.float32, torch.float64)  # write into grad_logits
-            g = token_stats_grad(chunk, noisy_ids[sl], clean_ids[sl], c[sl], ctx.k1, ctx.mask_id, lse[sl], logp_x[sl], P[sl],
-                                 *(t[sl] for t in grads), out=grad_logits[sl] if direct else None)
+            m = chunk.shape[0]
+            u, _, _ = token_probs(chunk, noisy_ids[sl], clean_ids[sl], c[sl], ctx.k1, ctx.mask_id,
+                                  grad_logits[sl] if direct else buf[:m])
+            g = token_stats_grad(u, noisy_ids[sl], clean_ids[sl], c[sl], ctx.k1, logp_x[sl], *(t[sl] for t in grads),
+                                 scratch=scratch if scratch is None else scratch[:m])
             if rows is None and not direct:
                 grad_logits[sl] = g
             elif rows is not None:
                 grad_logits.index_copy_(0, rows[sl], g.to(logits.dtype))
         return grad_logits, None, None, None, None, None, None
+
+
+def _block_buffers(logits, rows, count):
+    """`count` reusable [rows, V] work buffers in the V-axis compute dtype of `logits` (float32, or float64),
+    then None up to 2: (u buffer, scratch)."""
+    cd = torch.float64 if logits.dtype == torch.float64 else torch.float32
+    bufs = [torch.empty(rows, logits.shape[1], dtype=cd, device=logits.device) for _ in range(count)]
+    return bufs + [None] * (2 - count)
 
 
 def check_loss_inputs(noisy_ids, clean_ids, alpha_t, k1, mask_id, vocab_size, loss_mask):

@@ -22,24 +22,32 @@ from llada_xdlm.diffusion import (
 
 def _chunk_grads(h, weight, bias, z, x, a, k1, mask_id, V, scale=None):
     """Loss [n] (float64) and d(loss_i)/d(logits_i) [n, V] (in the logits' dtype) of one chunk of hidden
-    states [n, D], times the per-token `scale` [n] if given. The V-axis work runs on cache-sized row blocks;
-    the gradient overwrites the logits buffer."""
+    states [n, D], times the per-token `scale` [n] if given. The V-axis work runs on cache-sized row blocks:
+    `token_stats` leaves each block's u = c p in the logits buffer (float32/float64; bf16 logits use a float32
+    copy of the chunk) and `token_stats_grad` turns it into the gradient in place, so the softmax runs once."""
     logits = h @ weight.T if bias is None else torch.addmm(bias, h, weight.T)  # [n, V], input dtype
+    u = logits if logits.dtype in (torch.float32, torch.float64) else torch.empty_like(logits, dtype=torch.float32)
     c = uniform_ratio(a, k1, V)
     step = max(1, CHUNK_ELEMENTS // V)
     blocks = [slice(j, j + step) for j in range(0, h.shape[0], step)]
-    logp_z, logp_x, P, H, lse = (torch.cat(t) for t in zip(*(token_stats(logits[b], z[b], x[b], c[b], k1, mask_id) for b in blocks)))
+    scratch = torch.empty(min(step, h.shape[0]), V, dtype=u.dtype, device=u.device) if k1 != 0 else None
+    stats = []
+    for b in blocks:
+        ub = u[b]
+        sb = None if scratch is None else scratch[: ub.shape[0]]
+        stats.append(token_stats(logits[b] if u is not logits else ub, z[b], x[b], c[b], k1, mask_id, ub, sb)[0])
+    logp_z, logp_x, P, H = (torch.cat(t) for t in zip(*stats))
     noisy_is_mask = torch.zeros_like(z, dtype=torch.bool) if mask_id is None else z == mask_id
     with torch.enable_grad():
         leaves = [t.detach().requires_grad_() for t in (logp_z, logp_x, P, H)]
         loss = xdlm_loss_from_stats(*leaves, a, z == x, noisy_is_mask, k1, V)
         g_z, g_x, g_P, g_H = torch.autograd.grad(loss if scale is None else loss * scale, leaves, torch.ones_like(loss))
-    in_place = logits.dtype in (torch.float32, torch.float64)  # else (bf16) the float32 gradient is cast on copy
     for b in blocks:
-        g = token_stats_grad(logits[b], z[b], x[b], c[b], k1, mask_id, lse[b], logp_x[b], P[b], g_z[b], g_x[b], g_P[b], g_H[b],
-                             out=logits[b] if in_place else None)
-        if not in_place:
-            logits[b] = g
+        ub = u[b]
+        token_stats_grad(ub, z[b], x[b], c[b], k1, logp_x[b], g_z[b], g_x[b], g_P[b], g_H[b],
+                         None if scratch is None else scratch[: ub.shape[0]])
+    if u is not logits:
+        logits.copy_(u)
     return loss.detach(), logits
 
 
