@@ -20,32 +20,43 @@ from llada_xdlm.diffusion import (
 )
 
 
-def _chunk_grads(h, weight, bias, z, x, a, k1, mask_id, V, scale=None):
-    """Loss [n] (float64) and d(loss_i)/d(logits_i) [n, V] (in the logits' dtype) of one chunk of hidden
-    states [n, D], times the per-token `scale` [n] if given. The V-axis work runs on cache-sized row blocks:
-    `token_stats` leaves each block's u = c p in the logits buffer (float32/float64; bf16 logits use a float32
-    copy of the chunk) and `token_stats_grad` turns it into the gradient in place, so the softmax runs once."""
-    logits = h @ weight.T if bias is None else torch.addmm(bias, h, weight.T)  # [n, V], input dtype
-    u = logits if logits.dtype in (torch.float32, torch.float64) else torch.empty_like(logits, dtype=torch.float32)
+def _buffers(hidden, weight, rows, k1):
+    """Work buffers reused by every chunk (a fresh chunk x V buffer per chunk costs page faults, not only
+    memory): logits [rows, V] in the input dtype, a float32 copy for u when that dtype is not float32/float64
+    (else None), and a V-axis scratch block for k1 > 0 (else None)."""
+    V = weight.shape[0]
+    logits = torch.empty(rows, V, dtype=hidden.dtype, device=hidden.device)
+    u = None if hidden.dtype in (torch.float32, torch.float64) else torch.empty(rows, V, dtype=torch.float32, device=hidden.device)
+    step = max(1, CHUNK_ELEMENTS // V)
+    scratch = torch.empty(min(step, rows), V, dtype=logits.dtype if u is None else u.dtype, device=hidden.device) if k1 != 0 else None
+    return logits, u, scratch
+
+
+def _chunk_grads(h, weight, bias, z, x, a, k1, mask_id, buffers, scale=None):
+    """Loss [n] (float64) and d(loss_i)/d(logits_i) [n, V] (in the logits' dtype, a view of the `_buffers`
+    logits buffer) of one chunk of hidden states [n, D], times the per-token `scale` [n] if given. The V-axis
+    work runs on cache-sized row blocks: `token_stats` leaves each block's u = c p in the logits buffer (or its
+    float32 copy) and `token_stats_grad` turns it into the gradient in place, so the softmax runs once."""
+    n, V = h.shape[0], weight.shape[0]
+    logits = buffers[0][:n]
+    if bias is None:
+        torch.matmul(h, weight.T, out=logits)  # [n, V], input dtype
+    else:
+        torch.addmm(bias, h, weight.T, out=logits)
+    u = logits if buffers[1] is None else buffers[1][:n]
     c = uniform_ratio(a, k1, V)
     step = max(1, CHUNK_ELEMENTS // V)
-    blocks = [slice(j, j + step) for j in range(0, h.shape[0], step)]
-    scratch = torch.empty(min(step, h.shape[0]), V, dtype=u.dtype, device=u.device) if k1 != 0 else None
-    stats = []
-    for b in blocks:
-        ub = u[b]
-        sb = None if scratch is None else scratch[: ub.shape[0]]
-        stats.append(token_stats(logits[b] if u is not logits else ub, z[b], x[b], c[b], k1, mask_id, ub, sb)[0])
+    blocks = [slice(j, j + step) for j in range(0, n, step)]
+    scratch = [None if buffers[2] is None else buffers[2][: u[b].shape[0]] for b in blocks]
+    stats = [token_stats(logits[b], z[b], x[b], c[b], k1, mask_id, u[b], s)[0] for b, s in zip(blocks, scratch)]
     logp_z, logp_x, P, H = (torch.cat(t) for t in zip(*stats))
     noisy_is_mask = torch.zeros_like(z, dtype=torch.bool) if mask_id is None else z == mask_id
     with torch.enable_grad():
         leaves = [t.detach().requires_grad_() for t in (logp_z, logp_x, P, H)]
         loss = xdlm_loss_from_stats(*leaves, a, z == x, noisy_is_mask, k1, V)
         g_z, g_x, g_P, g_H = torch.autograd.grad(loss if scale is None else loss * scale, leaves, torch.ones_like(loss))
-    for b in blocks:
-        ub = u[b]
-        token_stats_grad(ub, z[b], x[b], c[b], k1, logp_x[b], g_z[b], g_x[b], g_P[b], g_H[b],
-                         None if scratch is None else scratch[: ub.shape[0]])
+    for b, s in zip(blocks, scratch):
+        token_stats_grad(u[b], z[b], x[b], c[b], k1, logp_x[b], g_z[b], g_x[b], g_P[b], g_H[b], s)
     if u is not logits:
         logits.copy_(u)
     return loss.detach(), logits
@@ -69,17 +80,17 @@ class _FusedLinearXDLMLoss(torch.autograd.Function):
         grad_h = torch.zeros(N, hidden.shape[1], dtype=acc, device=hidden.device)  # unscaled
         grad_w = torch.zeros(weight.shape, dtype=acc, device=weight.device) if need_w else None
         grad_b = torch.zeros(V, dtype=acc, device=weight.device) if need_b else None
+        buffers = _buffers(hidden, weight, min(chunk_size, rows.shape[0]), k1)
         for i in range(0, rows.shape[0], chunk_size):
             idx = rows[i : i + chunk_size]
             h = hidden[idx]  # [n, D]
-            chunk_loss, dlogits = _chunk_grads(h, weight, bias, z[idx], x[idx], a[idx], k1, mask_id, V)
+            chunk_loss, dlogits = _chunk_grads(h, weight, bias, z[idx], x[idx], a[idx], k1, mask_id, buffers)
             loss[idx] = chunk_loss.to(acc)
             grad_h[idx] = (dlogits @ weight).to(acc)
             if need_w:
                 _add_matmul(grad_w, dlogits.T, h)
             if need_b:
                 grad_b.add_(dlogits.sum(0, dtype=acc))
-            del dlogits
         ctx.grads = grad_h, grad_w, grad_b
         ctx.save_for_backward(hidden, weight, bias, rows, z, x, a)
         ctx.k1, ctx.mask_id, ctx.chunk_size = k1, mask_id, chunk_size
@@ -108,17 +119,17 @@ class _FusedLinearXDLMLoss(torch.autograd.Function):
                 grad_w = grad_w.zero_() if grad_w is not None else torch.zeros(weight.shape, dtype=g.dtype, device=g.device)
             if need_b:
                 grad_b = grad_b.zero_() if grad_b is not None else torch.zeros(weight.shape[0], dtype=g.dtype, device=g.device)
+            buffers = _buffers(hidden, weight, min(ctx.chunk_size, rows.shape[0]), ctx.k1)
             for i in range(0, rows.shape[0], ctx.chunk_size):
                 idx = rows[i : i + ctx.chunk_size]
                 h = hidden[idx]
-                _, dlogits = _chunk_grads(h, weight, bias, z[idx], x[idx], a[idx], ctx.k1, ctx.mask_id, weight.shape[0], g[idx])
+                _, dlogits = _chunk_grads(h, weight, bias, z[idx], x[idx], a[idx], ctx.k1, ctx.mask_id, buffers, g[idx])
                 if recompute_h:
                     grad_h[idx] = (dlogits @ weight).to(g.dtype)
                 if need_w:
                     _add_matmul(grad_w, dlogits.T, h)
                 if need_b:
                     grad_b.add_(dlogits.sum(0, dtype=g.dtype))
-                del dlogits
         grad_hidden = grad_h.to(hidden.dtype) if need_h else None
         grad_weight = grad_w.to(weight.dtype) if need_w else None
         grad_bias = grad_b.to(bias.dtype) if need_b else None
