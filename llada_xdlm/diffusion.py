@@ -264,21 +264,28 @@ def xdlm_loss_from_stats(logp_z, logp_x, P, H, alpha, noisy_is_clean, noisy_is_m
     return torch.where(valid, pre * (h_z + kl), 0.0)
 
 
+def block_buffers(logits, rows):
+    """Two reusable [rows, V] work buffers (u and scratch) in the V-axis compute dtype of `logits` (float32,
+    or float64 for float64 logits). Untouched memory costs nothing, so they are allocated even where unused."""
+    cd = torch.float64 if logits.dtype == torch.float64 else torch.float32
+    return [torch.empty(rows, logits.shape[1], dtype=cd, device=logits.device) for _ in range(2)]
+
+
 class _LogitStats(torch.autograd.Function):
     """logits [N, V] -> (logp_z, logp_x, P, H) for the rows `rows` (None = all), on cache-sized row blocks in
     reused block buffers; backward recomputes the softmax per block, so no [N, V] temporary is kept."""
 
     @staticmethod
     def forward(ctx, logits, rows, noisy_ids, clean_ids, c, k1, mask_id):
-        n, V = noisy_ids.shape[0], logits.shape[1]
-        step = max(1, CHUNK_ELEMENTS // V)
-        buf, scratch = _block_buffers(logits, min(step, n), 2 if k1 != 0 else 1)
+        n = noisy_ids.shape[0]
+        step = max(1, CHUNK_ELEMENTS // logits.shape[1])
+        buf, scratch = block_buffers(logits, min(step, n))
         out = [[] for _ in range(4)]
         for i in range(0, n, step):
             chunk = logits[i : i + step] if rows is None else logits.index_select(0, rows[i : i + step])
             m = chunk.shape[0]
             stats, _ = token_stats(chunk, noisy_ids[i : i + step], clean_ids[i : i + step], c[i : i + step], k1, mask_id,
-                                   buf[:m], scratch if scratch is None else scratch[:m])
+                                   buf[:m], scratch[:m])
             for o, t in zip(out, stats):
                 o.append(t)
         logp_z, logp_x, P, H = (torch.cat(o) for o in out)
@@ -293,7 +300,7 @@ class _LogitStats(torch.autograd.Function):
         direct = rows is None and logits.dtype in (torch.float32, torch.float64)  # u and its gradient in grad_logits
         grad_logits = torch.empty_like(logits) if rows is None else torch.zeros_like(logits)
         step, n = ctx.step, noisy_ids.shape[0]
-        buf, scratch = _block_buffers(logits, min(step, n), 2 if ctx.k1 != 0 else 1)
+        buf, scratch = block_buffers(logits, min(step, n))
         for i in range(0, n, step):
             sl = slice(i, i + step)
             chunk = logits[sl] if rows is None else logits.index_select(0, rows[sl])
@@ -301,20 +308,12 @@ class _LogitStats(torch.autograd.Function):
             u, _, _ = token_probs(chunk, noisy_ids[sl], clean_ids[sl], c[sl], ctx.k1, ctx.mask_id,
                                   grad_logits[sl] if direct else buf[:m])
             g = token_stats_grad(u, noisy_ids[sl], clean_ids[sl], c[sl], ctx.k1, logp_x[sl], *(t[sl] for t in grads),
-                                 scratch=scratch if scratch is None else scratch[:m])
+                                 scratch=scratch[:m])
             if rows is None and not direct:
                 grad_logits[sl] = g
             elif rows is not None:
                 grad_logits.index_copy_(0, rows[sl], g.to(logits.dtype))
         return grad_logits, None, None, None, None, None, None
-
-
-def _block_buffers(logits, rows, count):
-    """`count` reusable [rows, V] work buffers in the V-axis compute dtype of `logits` (float32, or float64),
-    then None up to 2: (u buffer, scratch)."""
-    cd = torch.float64 if logits.dtype == torch.float64 else torch.float32
-    bufs = [torch.empty(rows, logits.shape[1], dtype=cd, device=logits.device) for _ in range(count)]
-    return bufs + [None] * (2 - count)
 
 
 def check_loss_inputs(noisy_ids, clean_ids, alpha_t, k1, mask_id, vocab_size, loss_mask):

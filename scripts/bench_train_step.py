@@ -2,7 +2,7 @@
 
 One step = XDLMTrainer.compute_loss (noise, forward, loss) + backward + AdamW step. The two objectives are timed
 interleaved (xdlm, mdlm, xdlm, ...) so machine load hits both alike; the median is reported.
-    python scripts/bench_train_step.py [--d-model 256 --layers 4 --vocab 32768 --length 512 --batch 4]
+    python scripts/bench_train_step.py [--d-model 256 --layers 4 --vocab 32768 --length 512 --batch 4 --threads 1]
 Target: xdlm <= 1.10x mdlm.
 """
 
@@ -28,7 +28,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--loss-implementation", default="fused", choices=["fused", "unfused"])
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: steadier on a shared machine)")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
 
     V = args.vocab
     config = LLaDAConfig(d_model=args.d_model, n_layers=args.layers, n_heads=4, n_kv_heads=4,

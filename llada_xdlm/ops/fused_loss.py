@@ -12,6 +12,7 @@ import torch
 
 from llada_xdlm.diffusion import (
     CHUNK_ELEMENTS,
+    block_buffers,
     check_loss_inputs,
     token_stats,
     token_stats_grad,
@@ -20,16 +21,13 @@ from llada_xdlm.diffusion import (
 )
 
 
-def _buffers(hidden, weight, rows, k1):
+def _buffers(hidden, weight, rows):
     """Work buffers reused by every chunk (a fresh chunk x V buffer per chunk costs page faults, not only
     memory): logits [rows, V] in the input dtype, a float32 copy for u when that dtype is not float32/float64
-    (else None), and a V-axis scratch block for k1 > 0 (else None)."""
-    V = weight.shape[0]
-    logits = torch.empty(rows, V, dtype=hidden.dtype, device=hidden.device)
-    u = None if hidden.dtype in (torch.float32, torch.float64) else torch.empty(rows, V, dtype=torch.float32, device=hidden.device)
-    step = max(1, CHUNK_ELEMENTS // V)
-    scratch = torch.empty(min(step, rows), V, dtype=logits.dtype if u is None else u.dtype, device=hidden.device) if k1 != 0 else None
-    return logits, u, scratch
+    (else None), and one V-axis scratch block."""
+    logits = torch.empty(rows, weight.shape[0], dtype=hidden.dtype, device=hidden.device)
+    u = None if hidden.dtype in (torch.float32, torch.float64) else torch.empty_like(logits, dtype=torch.float32)
+    return logits, u, block_buffers(logits, min(max(1, CHUNK_ELEMENTS // weight.shape[0]), rows))[1]
 
 
 def _chunk_grads(h, weight, bias, z, x, a, k1, mask_id, buffers, scale=None):
@@ -47,7 +45,7 @@ def _chunk_grads(h, weight, bias, z, x, a, k1, mask_id, buffers, scale=None):
     c = uniform_ratio(a, k1, V)
     step = max(1, CHUNK_ELEMENTS // V)
     blocks = [slice(j, j + step) for j in range(0, n, step)]
-    scratch = [None if buffers[2] is None else buffers[2][: u[b].shape[0]] for b in blocks]
+    scratch = [buffers[2][: u[b].shape[0]] for b in blocks]
     stats = [token_stats(logits[b], z[b], x[b], c[b], k1, mask_id, u[b], s)[0] for b, s in zip(blocks, scratch)]
     logp_z, logp_x, P, H = (torch.cat(t) for t in zip(*stats))
     noisy_is_mask = torch.zeros_like(z, dtype=torch.bool) if mask_id is None else z == mask_id
@@ -80,7 +78,7 @@ class _FusedLinearXDLMLoss(torch.autograd.Function):
         grad_h = torch.zeros(N, hidden.shape[1], dtype=acc, device=hidden.device)  # unscaled
         grad_w = torch.zeros(weight.shape, dtype=acc, device=weight.device) if need_w else None
         grad_b = torch.zeros(V, dtype=acc, device=weight.device) if need_b else None
-        buffers = _buffers(hidden, weight, min(chunk_size, rows.shape[0]), k1)
+        buffers = _buffers(hidden, weight, min(chunk_size, rows.shape[0]))
         for i in range(0, rows.shape[0], chunk_size):
             idx = rows[i : i + chunk_size]
             h = hidden[idx]  # [n, D]
@@ -119,7 +117,7 @@ class _FusedLinearXDLMLoss(torch.autograd.Function):
                 grad_w = grad_w.zero_() if grad_w is not None else torch.zeros(weight.shape, dtype=g.dtype, device=g.device)
             if need_b:
                 grad_b = grad_b.zero_() if grad_b is not None else torch.zeros(weight.shape[0], dtype=g.dtype, device=g.device)
-            buffers = _buffers(hidden, weight, min(ctx.chunk_size, rows.shape[0]), ctx.k1)
+            buffers = _buffers(hidden, weight, min(ctx.chunk_size, rows.shape[0]))
             for i in range(0, rows.shape[0], ctx.chunk_size):
                 idx = rows[i : i + ctx.chunk_size]
                 h = hidden[idx]
