@@ -142,8 +142,9 @@ def fused_linear_xdlm_loss(hidden, lm_head_weight, noisy_ids, clean_ids, alpha_t
     hidden [N, D] (the LM head's input, e.g. LLaDAOutput.last_hidden_state flattened), lm_head_weight [V, D]
     (under ZeRO-3: gathered), noisy_ids / clean_ids [N] long, alpha_t [N] in (0, 1], k1 in [0, 1], mask_id
     (None only with k1 = 1), loss_mask [N] bool (None = all): False tokens get loss 0 and no gradient.
-    Memory: one chunk_size x V logits buffer (reused for their gradient) and cache-sized temporaries, plus
-    float32 gradient accumulators for the weight [V, D] and hidden [N, D] between forward and backward.
+    Memory: one chunk_size x V logits buffer (reused for their gradient; plus a float32 copy for bf16 inputs)
+    and cache-sized temporaries, plus float32 gradient accumulators for the weight [V, D] and hidden [N, D]
+    between forward and backward.
     Backward is cheapest when the upstream gradient is one number on all scored tokens (see module doc).
     """
     if hidden.dim() != 2 or lm_head_weight.dim() != 2 or hidden.shape[1] != lm_head_weight.shape[1]:
