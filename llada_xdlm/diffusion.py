@@ -355,7 +355,8 @@ def xdlm_loss(logits, noisy_ids, clean_ids, alpha_t, k1, mask_id, loss_mask=None
         raise ValueError(f"noisy_ids shape {tuple(noisy_ids.shape)} must be [B, L] = {(B, L)} (logits are {tuple(logits.shape)})")
     alpha = check_loss_inputs(noisy_ids, clean_ids, alpha_t, k1, mask_id, V, loss_mask)
     out_dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
-    rows = None if loss_mask is None else loss_mask.reshape(-1).nonzero().squeeze(1)
+    full = loss_mask is None or bool(loss_mask.all())  # all rows: no row gathers, gradient written in place
+    rows = None if full else loss_mask.reshape(-1).nonzero().squeeze(1)
     z, x, a = (t.reshape(-1) if rows is None else t.reshape(-1)[rows] for t in (noisy_ids, clean_ids, alpha))
     a = a.double()
     c = uniform_ratio(a, k1, V)
