@@ -61,10 +61,21 @@ def test_lm1b_small_has_the_papers_small_model_and_optimiser():
     cfg = model.model_config
     assert (cfg["n_layers"], cfg["d_model"], cfg["n_heads"]) == (12, 768, 12)
     assert model.tokenizer_name_or_path == "bert-base-uncased"
+    assert model.tokenizer_kwargs == {"eos_token": "[SEP]"}  # bert has no EOS; the packer needs one
     assert data.block_size == 128 == cfg["max_sequence_length"] and data.streaming
     assert diffusion.schedule == "loglinear" and diffusion.objective == "xdlm" and diffusion.k1 == 0.1
     assert training.learning_rate == 3e-4 and training.warmup_steps == 2500 and training.optim.startswith("adamw")
     assert training.per_device_train_batch_size * training.gradient_accumulation_steps == 512
+
+
+def test_tokenizer_kwargs_reach_the_loaded_tokenizer(tiny_tokenizer, tmp_path):
+    from llada_xdlm.training.train import load_tokenizer
+
+    tiny_tokenizer.save_pretrained(tmp_path / "tok")
+    model, data, _, _ = parse("lm1b_small", "--tokenizer_name_or_path", str(tmp_path / "tok"),
+                              "--tokenizer_kwargs", "{eos_token: '<|eot_id|>'}")
+    tokenizer = load_tokenizer(model, data, raw_train=None)
+    assert tokenizer.eos_token == "<|eot_id|>" and tokenizer.eos_token_id == tiny_tokenizer.convert_tokens_to_ids("<|eot_id|>")
 
 
 def test_owt_small_uses_gpt2_plus_one_mask_id_and_length_1024():

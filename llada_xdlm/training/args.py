@@ -32,6 +32,10 @@ class ModelArguments:
         default=None, metadata={"help": "Defaults to model_name_or_path. Both empty: build one from the train corpus."}
     )
     tokenizer_vocab_size: int = field(default=4096, metadata={"help": "Vocabulary size of a tokenizer built here."})
+    tokenizer_kwargs: dict | str | None = field(
+        default=None,
+        metadata={"help": "Extra from_pretrained kwargs for the tokenizer, YAML/JSON, e.g. {eos_token: '[SEP]'}."},
+    )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = field(
         default="auto", metadata={"help": "Dtype the weights are loaded in (mixed precision is set by bf16/fp16)."}
     )
@@ -52,6 +56,10 @@ class ModelArguments:
             self.model_config = yaml.safe_load(self.model_config)
         if self.model_config is not None and not isinstance(self.model_config, dict):
             raise TypeError(f"model_config must be a mapping of LLaDAConfig keys, got {self.model_config!r}")
+        if isinstance(self.tokenizer_kwargs, str):
+            self.tokenizer_kwargs = yaml.safe_load(self.tokenizer_kwargs)
+        if self.tokenizer_kwargs is not None and not isinstance(self.tokenizer_kwargs, dict):
+            raise TypeError(f"tokenizer_kwargs must be a mapping of from_pretrained kwargs, got {self.tokenizer_kwargs!r}")
         if self.model_name_or_path is None and self.model_config is None:
             raise ValueError("Set model_name_or_path (a checkpoint) or model_config (keys of a fresh LLaDAConfig).")
         if self.model_name_or_path is not None and self.model_config is not None:

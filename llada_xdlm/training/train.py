@@ -26,7 +26,7 @@ logger = logging.getLogger("llada_xdlm.train")
 def load_tokenizer(model_args: ModelArguments, data_args: DataArguments, raw_train):
     """The checkpoint's tokenizer, or (no path given) a byte-level BPE built from the training corpus."""
     if model_args.tokenizer_name_or_path:
-        return AutoTokenizer.from_pretrained(model_args.tokenizer_name_or_path)
+        return AutoTokenizer.from_pretrained(model_args.tokenizer_name_or_path, **(model_args.tokenizer_kwargs or {}))
     logger.info("Building a %d-id tokenizer from the training corpus", model_args.tokenizer_vocab_size)
     return build_tokenizer(corpus_texts(raw_train, data_args), model_args.tokenizer_vocab_size)
 
