@@ -13,6 +13,7 @@ from typing import Sequence
 import torch
 
 from .diffusion import prior_sample, reverse_step_probs
+from .modeling import LLaDAModelLM
 
 SAMPLERS = ("remask", "ancestral")
 REMASKING = ("low_confidence", "random")
@@ -96,9 +97,9 @@ def generate(
 
     def logits_at(start: int, end: int) -> torch.Tensor:
         """One step's model prediction for canvas positions [start, end): [B, end - start, V], banned ids -inf."""
-        logits = model(x, attention_mask=attention_mask).logits[:, start:end]
+        logits = _window_logits(model, x, attention_mask, start, end)
         if cfg_scale > 0:
-            uncond = model(x.masked_fill(real_prompt, mask_id), attention_mask=attention_mask).logits[:, start:end]
+            uncond = _window_logits(model, x.masked_fill(real_prompt, mask_id), attention_mask, start, end)
             logits = uncond + (cfg_scale + 1) * (logits - uncond)
         return logits.index_fill_(-1, banned, float("-inf"))
 
@@ -117,6 +118,15 @@ def generate(
     if not return_trajectory:
         return sequences
     return GenerateOutput(sequences=sequences, trajectory=_trajectory(history, mask_id))
+
+
+def _window_logits(model, ids, attention_mask, start: int, end: int) -> torch.Tensor:
+    """Logits [B, end - start, V] of canvas positions [start, end), from one forward. LLaDAModelLM runs its LM head
+    on those positions only, so the prompt's [B, P, V] logits are never formed; other models are sliced."""
+    if isinstance(model, LLaDAModelLM):
+        hidden = model(ids, attention_mask=attention_mask, compute_logits=False).last_hidden_state  # [B, L, D]
+        return model.get_output_embeddings()(hidden[:, start:end])
+    return model(ids, attention_mask=attention_mask).logits[:, start:end]
 
 
 def _remask_loop(x, logits_at, P, steps, gen_length, block_length, k1, temperature, remasking, mask_id, generator,

@@ -87,6 +87,17 @@ def test_exactly_steps_forwards_and_two_per_step_with_cfg(tiny_model, prompts):
     assert len(calls) == 6
 
 
+def test_lm_head_runs_on_the_window_only_never_on_the_prompt(tiny_model, prompts):
+    ids, am = prompts
+    head_rows = []
+    tiny_model.get_output_embeddings().register_forward_hook(lambda mod, args, out: head_rows.append(args[0].shape[1]))
+    generate(tiny_model, ids, am, steps=4, gen_length=16, block_length=8)  # k1 = 0: the current block only
+    assert head_rows == [8] * 4
+    head_rows.clear()
+    generate(tiny_model, ids, am, steps=4, gen_length=16, block_length=8, k1=0.2)  # refinement: all generated so far
+    assert head_rows == [8, 8, 16, 16]
+
+
 @pytest.mark.parametrize("kwargs", [
     dict(),
     dict(k1=0.3, temperature=1.0),
