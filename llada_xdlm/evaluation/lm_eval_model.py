@@ -8,6 +8,7 @@ greedy check; loglikelihood_rolling sums that bound over windows of max_length t
 lm-eval shards the requests over processes and this class supplies rank, world size and the collectives.
 """
 
+import atexit
 import inspect
 import logging
 import zlib
@@ -66,6 +67,9 @@ class XDLMEvalLM(LM):
         if self.accelerator is not None:
             self._rank, self._world_size = accelerator.process_index, accelerator.num_processes
             self._device = accelerator.device
+            # lm-eval returns without tearing the process group down; left to interpreter exit, gloo's threads can
+            # abort a rank ("terminate called without an active exception") after a run that succeeded.
+            atexit.register(torch.distributed.destroy_process_group)
         else:
             self._device = torch.device(device or "cuda")
             if self._device.type == "cuda" and not torch.cuda.is_available():  # lm-eval passes cuda:0 by default
