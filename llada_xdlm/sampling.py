@@ -144,9 +144,8 @@ def _remask_loop(x, logits_at, P, steps, gen_length, block_length, k1, temperatu
         end = P + (block + 1) * block_length
         start = P if k1 > 0 else end - block_length
         for n_fill in fills:
-            logits = logits_at(start, end)  # [B, W, V]
-            x0, conf, logz = _propose(logits, temperature, generator)  # [B, W] each
             xw = x[:, start:end]  # [B, W] view of the window
+            x0, conf, p_cur = _propose(logits_at(start, end), xw, temperature, generator)  # [B, W] each
             is_mask = xw == mask_id  # only the current block still has masks
             score = conf if remasking == "low_confidence" else torch.rand(conf.shape, generator=generator,
                                                                            device=conf.device)
@@ -158,7 +157,6 @@ def _remask_loop(x, logits_at, P, steps, gen_length, block_length, k1, temperatu
                     budget = torch.full_like(refined_total, xw.shape[1])
                 else:
                     budget = math.floor(k1 / (1 - k1) * filled_total + 1e-9) - refined_total  # [B] carried over
-                p_cur = (logits.gather(-1, xw[..., None]).squeeze(-1).float() - logz).exp()  # [B, W], 0 at masks
                 can = ~is_mask & (x0 != xw) & (conf >= p_cur)
                 refine = _top_k_per_row(conf, can, budget)
                 new = torch.where(refine, x0, new)
@@ -194,16 +192,25 @@ def ancestral_step(logits, z_t, alpha_t, alpha_s, k1, mask_id, generator=None) -
     return torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=generator).view(z_t.shape)
 
 
-def _propose(logits, temperature, generator):
-    """Candidate tokens x0 = argmax(logits + temperature * Gumbel) and their confidence p(x0) under softmax(logits)
-    (banned ids already -inf). logits [B, W, V] -> x0, conf [B, W], and log Z [B, W] (float32)."""
-    logz = torch.logsumexp(logits.float(), dim=-1)  # [B, W]
+def _propose(logits, current, temperature, generator):
+    """Candidate tokens x0 = argmax(logits + temperature * Gumbel), their probability p(x0) under softmax(logits)
+    and the probability of the current tokens p(current) (0 at masks: banned ids are already -inf).
+    logits [B, W, V], current [B, W] -> x0, conf, p_cur [B, W] (float32).
+
+    The normaliser is computed in place in `logits`, which is consumed: over V = 126k a temporary [B, W, V] per
+    step costs as much as the reductions themselves (float32 logits are overwritten, others are upcast once)."""
+    row_max, argmax = logits.max(dim=-1)  # [B, W]
     if temperature == 0:
-        top, x0 = logits.max(dim=-1)
+        x0, top = argmax, row_max
     else:
         x0 = _gumbel(logits.shape, generator, logits.device).mul_(temperature).add_(logits).argmax(dim=-1)
         top = logits.gather(-1, x0[..., None]).squeeze(-1)
-    return x0, (top.float() - logz).exp(), logz
+    cur = logits.gather(-1, current[..., None]).squeeze(-1)
+    row_max, top, cur = row_max.float()[..., None], top.float(), cur.float()
+    shifted = logits.float() if logits.dtype != torch.float32 else logits
+    norm = shifted.sub_(row_max).exp_().sum(dim=-1)  # [B, W] sum of exp(logits - max)
+    row_max = row_max.squeeze(-1)
+    return x0, (top - row_max).exp() / norm, (cur - row_max).exp() / norm
 
 
 def _gumbel(shape, generator, device) -> torch.Tensor:
