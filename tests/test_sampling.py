@@ -12,7 +12,7 @@ from torch.overrides import TorchFunctionMode
 
 from llada_xdlm import generate
 from llada_xdlm.diffusion import reverse_step_probs
-from llada_xdlm.sampling import ancestral_step, truncate_at_stop
+from llada_xdlm.sampling import _propose, ancestral_step, truncate_at_stop
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -295,6 +295,24 @@ def test_gumbel_sampling_follows_the_softmax(tiny_model, tiny_config):
     p = logits.index_fill(0, torch.tensor([tiny_config.mask_token_id]), -math.inf).double().softmax(0)
     freq = torch.bincount(out[:, -1], minlength=p.numel()).double() / N
     assert ((freq - p).abs() <= 5 * (p * (1 - p) / N).sqrt() + 3 / N).all()
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-5), (torch.bfloat16, 1e-5)])
+def test_step_confidences_match_a_float64_softmax(dtype, tol):
+    """The in-place statistics of one step: x0 is the argmax, conf = p(x0) and p_cur = p(current token) under the
+    float64 softmax of the same (bf16-rounded) logits; banned (-inf) ids get probability 0; large logits do not
+    overflow. bf16 logits are upcast, so their confidences are float32-accurate too."""
+    logits = (torch.randn(3, 5, 1000, generator=torch.Generator().manual_seed(0)) * 8 + 500).to(dtype)
+    logits[..., 7] = -math.inf  # a banned id, the current token at one position
+    current = torch.randint(0, 1000, (3, 5), generator=torch.Generator().manual_seed(1))
+    current[0, 0] = 7
+    p = logits.double().softmax(-1)
+    x0, conf, p_cur = _propose(logits.clone(), current, 0.0, None)
+    assert torch.equal(x0, logits.argmax(-1))
+    assert conf.dtype == p_cur.dtype == torch.float32
+    torch.testing.assert_close(conf.double(), p.gather(-1, x0[..., None])[..., 0], rtol=tol, atol=0)
+    torch.testing.assert_close(p_cur.double(), p.gather(-1, current[..., None])[..., 0], rtol=tol, atol=1e-30)
+    assert p_cur[0, 0] == 0
 
 
 def test_ancestral_one_step_frequencies_match_reverse_step_probs(tiny_model, tiny_config):
