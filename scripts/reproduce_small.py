@@ -287,7 +287,8 @@ def markdown(results: dict, png_name: str) -> str:
         "# Small-scale reproduction: MDLM vs XDLM vs UDLM on CPU",
         "",
         f"Measured by `{s['command']}` on {s['machine']} ({s['date']}, {s['minutes']:.0f} minutes in all"
-        f"{', shared with other jobs' if s['shared_machine'] else ''}). Mode `{s['mode']}`, seed {s['seed']}.",
+        f"; load average {s['load_start']:.1f} at the start, {s['load_end']:.1f} at the end). Mode `{s['mode']}`, "
+        f"seed {s['seed']}.",
         "",
         "## Text: understanding (PPL bound) vs generation (Gen-PPL)",
         "",
@@ -424,7 +425,7 @@ def main(argv: list[str] | None = None) -> dict:
     results = dict(settings=dict(cfg, mode=mode, seed=args.seed, k1s=args.k1, command=command, jobs=args.jobs,
                                  machine=f"{platform.machine()} CPU, {os.cpu_count()} cores, torch "
                                          f"{torch.__version__}",
-                                 date=time.strftime("%Y-%m-%d", time.gmtime()), shared_machine=not args.smoke))
+                                 date=time.strftime("%Y-%m-%d", time.gmtime()), load_start=os.getloadavg()[0]))
     runs, text_data = prepare_text(cfg, args.k1, work, args.seed)
     if args.digits:
         runs.update(prepare_digits(cfg, args.k1, work, args.seed))
@@ -433,6 +434,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.digits:
         results["digits"] = eval_digits(cfg, args.k1, work, args.seed, metrics, log)
     results["settings"]["minutes"] = (time.time() - start) / 60
+    results["settings"]["load_end"] = os.getloadavg()[0]  # 1-minute load, this run included
     results["reading"] = reading(results)
     with open(os.path.join(work, "results.json"), "w") as f:
         json.dump(results, f, indent=2)
