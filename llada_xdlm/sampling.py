@@ -2,8 +2,8 @@
 posterior sampler, batched over left-padded prompts, optionally recording what every step did.
 
 Generation is fixed-length: the canvas is the prompt followed by `gen_length` masks and every step is one model
-forward (two with classifier-free guidance). Stop strings therefore cannot end a diffusion run early; cut decoded
-texts with `truncate_at_stop` instead.
+forward (two with classifier-free guidance). Stop strings therefore cannot end a diffusion run early: they are
+applied to the final canvas (`stop_strings=`), or to decoded texts with `truncate_at_stop`.
 """
 
 import math
@@ -58,6 +58,8 @@ def generate(
     mask_id: int | None = None,
     eos_token_id: int | None = None,
     suppress_tokens: Sequence[int] | None = None,
+    stop_strings: Sequence[str] | None = None,
+    tokenizer=None,
     generator: torch.Generator | None = None,
     return_trajectory: bool = False,
 ) -> torch.Tensor | GenerateOutput:
@@ -75,7 +77,9 @@ def generate(
     k1 and mask_id default to model.config.k1 and model.config.mask_token_id. cfg_scale > 0 adds classifier-free
     guidance (the unconditional copy has its prompt replaced by masks). suppress_tokens are never generated.
     eos_token_id, when given, turns every generated token after the first EOS into EOS (the canvas is fixed-length;
-    what follows the end of the text is noise).
+    what follows the end of the text is noise). stop_strings (with the `tokenizer` that decodes the ids) do the same
+    after the token that completes the first stop string of a row, the stop string kept; they need an EOS id
+    (eos_token_id, else the tokenizer's).
     Returns sequences [B, P + gen_length], or GenerateOutput(sequences, trajectory) with return_trajectory.
     """
     config = getattr(model, "config", None)
@@ -83,8 +87,11 @@ def generate(
     mask_id = getattr(config, "mask_token_id", None) if mask_id is None else mask_id
     V = getattr(config, "embedding_size", None) or getattr(config, "vocab_size", None)
     block_length = gen_length if block_length is None else block_length
+    if stop_strings is not None and eos_token_id is None:
+        eos_token_id = getattr(tokenizer, "eos_token_id", None)
     _check_args(input_ids, attention_mask, steps, gen_length, block_length, sampler, k1, temperature, remasking,
                 top_p, cfg_scale, mask_id, V, suppress_tokens)
+    _check_stop(stop_strings, tokenizer, eos_token_id)
 
     B, P = input_ids.shape
     device = input_ids.device
@@ -115,6 +122,8 @@ def generate(
         after_eos = (x[:, P:] == eos_token_id).cumsum(dim=1) > 0  # [B, G] at or after the first EOS
         sequences = x.clone()
         sequences[:, P:] = x[:, P:].masked_fill(after_eos, eos_token_id)
+    if stop_strings is not None:
+        sequences[:, P:] = _end_at_stop_strings(sequences[:, P:], stop_strings, tokenizer, eos_token_id)
     if not return_trajectory:
         return sequences
     return GenerateOutput(sequences=sequences, trajectory=_trajectory(history, mask_id))
@@ -254,6 +263,26 @@ def _trajectory(history, mask_id) -> Trajectory:
     )
 
 
+def _end_at_stop_strings(gen, stop_strings, tokenizer, eos_id) -> torch.Tensor:
+    """[B, G] generated ids -> the same ids with every token after the one that completes a row's first stop string
+    set to eos_id. Post-processing, once per call: each row with a hit is bisected for the shortest prefix whose
+    decoded text contains a stop string (decoding a longer prefix only appends text)."""
+    out = gen.clone()
+    for b, row in enumerate(gen.tolist()):
+        def hit(k: int) -> bool:
+            text = tokenizer.decode(row[:k])
+            return any(s in text for s in stop_strings)
+
+        if not hit(len(row)):
+            continue
+        lo, hi = 1, len(row)  # the shortest hitting prefix lies in [lo, hi]
+        while lo < hi:
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if hit(mid) else (mid + 1, hi)
+        out[b, lo:] = eos_id
+    return out
+
+
 def truncate_at_stop(texts: Sequence[str], stop_strings: Sequence[str]) -> list[str]:
     """Cut each decoded text before the earliest occurrence of any stop string (lm-eval's `until`)."""
     out = []
@@ -261,6 +290,18 @@ def truncate_at_stop(texts: Sequence[str], stop_strings: Sequence[str]) -> list[
         cut = min((i for i in (text.find(s) for s in stop_strings if s) if i >= 0), default=len(text))
         out.append(text[:cut])
     return out
+
+
+def _check_stop(stop_strings, tokenizer, eos_token_id):
+    if stop_strings is None:
+        return
+    if isinstance(stop_strings, str) or not all(isinstance(t, str) and t for t in stop_strings):
+        raise ValueError(f"stop_strings={stop_strings!r} must be a list of non-empty strings, e.g. ['\\n\\n'].")
+    if tokenizer is None:
+        raise ValueError("stop_strings needs the tokenizer that decodes the ids: pass tokenizer=.")
+    if eos_token_id is None:
+        raise ValueError("stop_strings end a row with EOS, but neither eos_token_id nor the tokenizer's "
+                         "eos_token_id is set; pass eos_token_id=.")
 
 
 def _check_args(input_ids, attention_mask, steps, gen_length, block_length, sampler, k1, temperature, remasking,

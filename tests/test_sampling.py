@@ -274,6 +274,35 @@ def test_eos_token_id_blanks_everything_after_the_first_eos(tiny_model, tiny_con
     assert not torch.equal(gen_raw, gen_cut), "the boosted model should write text after an EOS"
 
 
+def test_stop_strings_end_each_row_after_the_token_that_completes_one(tiny_model, tiny_tokenizer, prompts):
+    """A stop string taken from the middle of row 0's text: each row keeps its tokens up to the first one whose
+    prefix decodes to a text containing it (the stop string kept), then EOS; a row without it is unchanged."""
+    run = lambda **kw: generate(tiny_model, *prompts, steps=8, gen_length=16, temperature=1.0,  # noqa: E731
+                                generator=torch.Generator().manual_seed(0), **kw)[:, -16:]
+    raw = run()
+    stop = tiny_tokenizer.decode(raw[0, 5:7].tolist())
+    assert stop.strip(), "the sample should have text at positions 5-6"
+    out = run(stop_strings=[stop, "a string no sample contains"], tokenizer=tiny_tokenizer)
+    eos = tiny_tokenizer.eos_token_id
+    for row, (r, o) in enumerate(zip(raw, out)):
+        hits = [k for k in range(1, 17) if stop in tiny_tokenizer.decode(r[:k].tolist())]
+        if not hits:
+            assert row == 1 and torch.equal(o, r)
+            continue
+        k = hits[0]
+        assert torch.equal(o[:k], r[:k]) and (o[k:] == eos).all()
+        if row == 0:
+            assert k <= 7
+    assert (out[0, 7:] == eos).all() and not (raw[0, 7:] == eos).all()
+
+
+def test_stop_strings_need_a_tokenizer_and_strings(tiny_model, prompts):
+    with pytest.raises(ValueError, match="pass tokenizer="):
+        generate(tiny_model, *prompts, steps=2, gen_length=4, stop_strings=["\n"])
+    with pytest.raises(ValueError, match="list of non-empty strings"):
+        generate(tiny_model, *prompts, steps=2, gen_length=4, stop_strings="\n", tokenizer=object())
+
+
 @pytest.mark.parametrize("kwargs", [
     dict(temperature=1.0, k1=0.2),
     dict(remasking="random"),
