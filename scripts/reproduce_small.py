@@ -2,14 +2,14 @@
 (k1 = 1) trained from scratch on the same shipped corpus, compared on the validation PPL bound (understanding) and on
 few-step generative perplexity (generation), optionally also on 8x8 digit images (FID).
 
-    python scripts/reproduce_small.py                 # full: ~60 minutes on 2 CPU cores, writes docs/small_scale.md
-    python scripts/reproduce_small.py --digits        # + the digits image comparison (FID at 8 and 32 steps)
+    python scripts/reproduce_small.py                 # full, writes docs/small_scale.md
+    python scripts/reproduce_small.py --digits --jobs 2   # + digits FID at 8 and 32 steps: 27 minutes on 2 cores
     python scripts/reproduce_small.py --reduced       # smaller models, for a machine shared with other jobs
     python scripts/reproduce_small.py --smoke         # a couple of minutes: the same pipeline at toy size
 
 Every model goes through the real entry point (llada_xdlm.training.train.main) with the same tokenizer (built once
 from the corpus), data, optimiser, seed and number of steps; only the objective differs. The Gen-PPL evaluator is a
-causal model of the same size trained by this script on the same corpus (objective `ar`). Results, settings and the
+causal model of the same size trained by this script on the same corpus (objective `ar`, fewer steps: it overfits). Results, settings and the
 paper's claims go to <doc_dir>/small_scale.md and <doc_dir>/small_scale.png (doc_dir: docs/, or the work dir with
 --smoke).
 """
@@ -39,7 +39,7 @@ PAPER = {
     "images": "few-step image generation: FID 54.1 (XDLM) vs 80.8 (MDLM).",
 }
 MODES = {
-    # model size, training and evaluation budget; `full` fits ~60 minutes on 2 cores with 3 diffusion models.
+    # model size, training and evaluation budget; `full --digits --jobs 2` took 27 minutes on 2 cores.
     "full": dict(d_model=128, n_layers=4, n_heads=4, mlp_hidden_size=384, vocab=2048, block=128, steps=600,
                  evaluator_steps=240, batch=32, lr=3e-3, warmup=50, mc_num=16, eval_blocks=48, gen_samples=64, gen_steps=[8, 32],
                  digits_steps=1000, fid_samples=500),
