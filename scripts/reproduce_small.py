@@ -10,8 +10,8 @@ few-step generative perplexity (generation), optionally also on 8x8 digit images
 Every model goes through the real entry point (llada_xdlm.training.train.main) with the same tokenizer (built once
 from the corpus), data, optimiser, seed and number of steps; only the objective differs. The Gen-PPL evaluator is a
 causal model of the same size trained by this script on the same corpus (objective `ar`, fewer steps: it overfits).
-Results, settings and the paper's claims go to <doc_dir>/small_scale.md and <doc_dir>/small_scale.png (doc_dir: docs/, or the work dir with
---smoke).
+Results, settings and the paper's claims go to <doc_dir>/small_scale.md and <doc_dir>/small_scale.png (doc_dir:
+docs/, or the work dir with --smoke).
 """
 
 import argparse
