@@ -79,7 +79,7 @@ def generate(
     eos_token_id, when given, turns every generated token after the first EOS into EOS (the canvas is fixed-length;
     what follows the end of the text is noise). stop_strings (with the `tokenizer` that decodes the ids) do the same
     after the token that completes the first stop string of a row, the stop string kept; they need an EOS id
-    (eos_token_id, else the tokenizer's).
+    (eos_token_id, else the tokenizer's, which then also acts as eos_token_id).
     Returns sequences [B, P + gen_length], or GenerateOutput(sequences, trajectory) with return_trajectory.
     """
     config = getattr(model, "config", None)
