@@ -208,10 +208,11 @@ def _propose(logits, current, temperature, generator):
 
     The normaliser is computed in place in `logits`, which is consumed: over V = 126k a temporary [B, W, V] per
     step costs as much as the reductions themselves (float32 logits are overwritten, others are upcast once)."""
-    row_max, argmax = logits.max(dim=-1)  # [B, W]
     if temperature == 0:
-        x0, top = argmax, row_max
+        row_max, x0 = logits.max(dim=-1)  # [B, W]
+        top = row_max
     else:
+        row_max = logits.amax(dim=-1)  # [B, W]
         x0 = _gumbel(logits.shape, generator, logits.device).mul_(temperature).add_(logits).argmax(dim=-1)
         top = logits.gather(-1, x0[..., None]).squeeze(-1)
     cur = logits.gather(-1, current[..., None]).squeeze(-1)
