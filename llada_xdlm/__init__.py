@@ -12,7 +12,7 @@ from .diffusion import (
 )
 from .modeling import LLaDAConfig, LLaDAModelLM, LLaDAOutput, register_auto_classes
 from .ops import fused_linear_xdlm_loss
-from .sampling import GenerateOutput, Trajectory, generate, truncate_at_stop
+from .sampling import GenerateOutput, SamplerConfig, Trajectory, generate, truncate_at_stop
 from .tokenization import build_tokenizer
 from .training import DataArguments, DiffusionArguments, ModelArguments
 
@@ -35,7 +35,7 @@ __all__ = [
     "forward_process", "xdlm_loss", "reverse_step_probs", "prior_sample", "LinearSchedule", "LogLinearSchedule",
     "get_schedule", "sample_t", "fused_linear_xdlm_loss",
     # sampling
-    "generate", "GenerateOutput", "Trajectory", "truncate_at_stop",
+    "generate", "GenerateOutput", "SamplerConfig", "Trajectory", "truncate_at_stop",
     # training
     "XDLMTrainer", "ModelArguments", "DataArguments", "DiffusionArguments",
 ]

@@ -1,5 +1,6 @@
-"""Few-step sampling (DESIGN §4): LLaDA's remasking sampler with XDLM refinement (default) and the ancestral
-posterior sampler, batched over left-padded prompts, optionally recording what every step did.
+"""Few-step sampling: LLaDA's remasking sampler with XDLM refinement (default) and the ancestral posterior
+sampler, batched over left-padded prompts, optionally recording what every step did. `SamplerConfig` holds every
+setting that decides what is sampled, validated once; generate() takes one or its fields as keywords.
 
 Generation is fixed-length: the canvas is the prompt followed by `gen_length` masks and every step is one model
 forward (two with classifier-free guidance). Stop strings therefore cannot end a diffusion run early: they are
@@ -7,7 +8,7 @@ applied to the final canvas (`stop_strings=`), or to decoded texts with `truncat
 """
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from typing import Sequence
 
 import torch
@@ -17,6 +18,84 @@ from .modeling import LLaDAModelLM
 
 SAMPLERS = ("remask", "ancestral")
 REMASKING = ("low_confidence", "random")
+REFINE_BUDGETS = ("global", "block")
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """The sampler's settings (docs/sampling.md), checked once on construction; every error names the field.
+
+    steps: model forwards (split evenly over the blocks); gen_length: tokens generated after the prompt;
+    block_length: semi-autoregressive block size (None = one block); sampler: "remask" or "ancestral";
+    k1: uniform-noise share (None = the model's config.k1); refine_budget: how the XDLM rewrite budget is counted,
+    "global" (over the whole generation) or "block" (restarted at every block, zero at a block's first step, as the
+    XDLM authors' sampler); temperature: Gumbel noise scale (0 = greedy); remasking: "low_confidence" or "random";
+    top_p: nucleus of the ancestral sampler; cfg_scale: classifier-free guidance (0 = off)."""
+
+    steps: int = 32
+    gen_length: int = 256
+    block_length: int | None = None
+    sampler: str = "remask"
+    k1: float | None = None
+    refine_budget: str = "global"
+    temperature: float = 0.0
+    remasking: str = "low_confidence"
+    top_p: float | None = None
+    cfg_scale: float = 0.0
+
+    def __post_init__(self):
+        if self.block_length is None:
+            object.__setattr__(self, "block_length", self.gen_length)
+        for name in ("steps", "gen_length", "block_length"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}={value!r} must be an integer >= 1.")
+        for name in ("k1", "temperature", "top_p", "cfg_scale"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise ValueError(f"{name}={value!r} must be a number.")
+        for name, choices in (("sampler", SAMPLERS), ("remasking", REMASKING), ("refine_budget", REFINE_BUDGETS)):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"{name}={getattr(self, name)!r} is not one of {choices}.")
+        if self.gen_length % self.block_length:
+            raise ValueError(f"gen_length={self.gen_length} is not a multiple of block_length={self.block_length}; "
+                             f"choose a block_length that divides gen_length (or None for a single block).")
+        if self.steps % self.num_blocks:
+            raise ValueError(f"steps={self.steps} cannot be split evenly over {self.num_blocks} blocks; use a "
+                             f"multiple of gen_length // block_length.")
+        if self.k1 is not None and not 0.0 <= self.k1 <= 1.0:
+            raise ValueError(f"k1={self.k1} must lie in [0, 1] (0 = masking only as in LLaDA, 1 = uniform noise "
+                             f"only).")
+        if self.temperature < 0:
+            raise ValueError(f"temperature={self.temperature} must be >= 0 (0 = greedy).")
+        if self.cfg_scale < 0:
+            raise ValueError(f"cfg_scale={self.cfg_scale} must be >= 0 (0 = no classifier-free guidance).")
+        if self.sampler == "ancestral":
+            remask_only = {"temperature": self.temperature != 0, "remasking": self.remasking != "low_confidence",
+                           "block_length": self.block_length != self.gen_length,
+                           "refine_budget": self.refine_budget != "global"}
+            given = [name for name, set_ in remask_only.items() if set_]
+            if given:
+                raise ValueError(f"{given[0]} applies to sampler='remask' only; the ancestral sampler draws from "
+                                 f"the posterior itself (sharpen it with top_p).")
+            if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
+                raise ValueError(f"top_p={self.top_p} must lie in (0, 1].")
+        elif self.top_p is not None:
+            raise ValueError("top_p applies to sampler='ancestral' only; the remasking sampler uses temperature.")
+
+    @property
+    def num_blocks(self) -> int:
+        return self.gen_length // self.block_length
+
+    @classmethod
+    def from_kwargs(cls, config: "SamplerConfig | None" = None, **settings) -> "SamplerConfig":
+        """`config` with `settings` replacing its fields (a fresh default config when None); unknown names are
+        refused with the list of valid ones."""
+        valid = [f.name for f in fields(cls)]
+        unknown = sorted(set(settings) - set(valid))
+        if unknown:
+            raise TypeError(f"unknown sampler setting(s) {unknown}; valid: {valid}.")
+        return cls(**settings) if config is None else replace(config, **settings)
 
 
 @dataclass
@@ -45,16 +124,8 @@ def generate(
     model,
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor | None = None,
+    config: SamplerConfig | None = None,
     *,
-    steps: int = 32,
-    gen_length: int = 256,
-    block_length: int | None = None,
-    sampler: str = "remask",
-    k1: float | None = None,
-    temperature: float = 0.0,
-    remasking: str = "low_confidence",
-    top_p: float | None = None,
-    cfg_scale: float = 0.0,
     mask_id: int | None = None,
     eos_token_id: int | None = None,
     suppress_tokens: Sequence[int] | None = None,
@@ -62,18 +133,21 @@ def generate(
     tokenizer=None,
     generator: torch.Generator | None = None,
     return_trajectory: bool = False,
+    **settings,
 ) -> torch.Tensor | GenerateOutput:
     """Generate `gen_length` tokens after each (left-padded) prompt in `steps` model forwards.
 
     input_ids [B, P] (left-padded when prompts differ in length, with attention_mask [B, P], 1 = real token).
-    sampler "remask" (DESIGN §4A): each step fills the most confident masks of the current block (even split of
-    the block over its steps, remainder to the earliest steps); with k1 > 0 it also rewrites committed generated
-    tokens whose prediction differs and is at least as probable, most confident first, keeping the total number of
-    rewrites <= floor(k1 / (1 - k1) * tokens filled so far) (unlimited at k1 = 1). temperature > 0 draws the
-    candidates with Gumbel noise; remasking "random" fills masks in random order; block_length < gen_length is
-    semi-autoregressive (steps must divide evenly over the blocks).
-    sampler "ancestral" (DESIGN §4B): starts from the prior and applies the plug-in posterior over `steps` uniform
-    steps in t, the last to alpha = 1; top_p restricts the model's prediction to its nucleus first.
+    The sampler's settings come from `config` (a SamplerConfig) and/or keywords naming its fields (steps=32,
+    gen_length=256, block_length=None, sampler="remask", k1=None, refine_budget="global", temperature=0.0,
+    remasking="low_confidence", top_p=None, cfg_scale=0.0); keywords override the config.
+    sampler "remask": each step fills the most confident masks of the current block (even split of the block over
+    its steps, remainder to the earliest steps); with k1 > 0 it also rewrites committed generated tokens whose
+    prediction differs and is at least as probable, most confident first, within the refine_budget rule
+    (docs/sampling.md; unlimited at k1 = 1). temperature > 0 draws the candidates with Gumbel noise; remasking
+    "random" fills masks in random order; block_length < gen_length is semi-autoregressive.
+    sampler "ancestral": starts from the prior and applies the plug-in posterior over `steps` uniform steps in t,
+    the last to alpha = 1; top_p restricts the model's prediction to its nucleus first.
     k1 and mask_id default to model.config.k1 and model.config.mask_token_id. cfg_scale > 0 adds classifier-free
     guidance (the unconditional copy has its prompt replaced by masks). suppress_tokens are never generated.
     eos_token_id, when given, turns every generated token after the first EOS into EOS (the canvas is fixed-length;
@@ -82,40 +156,40 @@ def generate(
     (eos_token_id, else the tokenizer's, which then also acts as eos_token_id).
     Returns sequences [B, P + gen_length], or GenerateOutput(sequences, trajectory) with return_trajectory.
     """
-    config = getattr(model, "config", None)
-    k1 = float(getattr(config, "k1", 0.0) if k1 is None else k1)
-    mask_id = getattr(config, "mask_token_id", None) if mask_id is None else mask_id
-    V = getattr(config, "embedding_size", None) or getattr(config, "vocab_size", None)
-    block_length = gen_length if block_length is None else block_length
+    model_config = getattr(model, "config", None)
+    config = SamplerConfig.from_kwargs(config, **settings)
+    if config.k1 is None:
+        config = replace(config, k1=float(getattr(model_config, "k1", 0.0)))
+    mask_id = getattr(model_config, "mask_token_id", None) if mask_id is None else mask_id
+    V = getattr(model_config, "embedding_size", None) or getattr(model_config, "vocab_size", None)
     if stop_strings is not None and eos_token_id is None:
         eos_token_id = getattr(tokenizer, "eos_token_id", None)
-    _check_args(input_ids, attention_mask, steps, gen_length, block_length, sampler, k1, temperature, remasking,
-                top_p, cfg_scale, mask_id, V, suppress_tokens)
+    _check_args(input_ids, attention_mask, config, mask_id, V, suppress_tokens)
     _check_stop(stop_strings, tokenizer, eos_token_id)
 
     B, P = input_ids.shape
+    G = config.gen_length
     device = input_ids.device
-    x = torch.cat([input_ids, input_ids.new_full((B, gen_length), mask_id)], dim=1)  # [B, P + G] the canvas
+    x = torch.cat([input_ids, input_ids.new_full((B, G), mask_id)], dim=1)  # [B, P + G] the canvas
     real_prompt = torch.zeros_like(x, dtype=torch.bool)  # [B, L] real prompt tokens (masked out for cfg)
     real_prompt[:, :P] = True if attention_mask is None else attention_mask.bool()
     if attention_mask is not None:
-        attention_mask = torch.cat([attention_mask, attention_mask.new_ones(B, gen_length)], dim=1)  # [B, L]
+        attention_mask = torch.cat([attention_mask, attention_mask.new_ones(B, G)], dim=1)  # [B, L]
     banned = torch.tensor([mask_id, *(suppress_tokens or ())], device=device)  # ids whose logit becomes -inf
 
     def logits_at(start: int, end: int) -> torch.Tensor:
         """One step's model prediction for canvas positions [start, end): [B, end - start, V], banned ids -inf."""
         logits = _window_logits(model, x, attention_mask, start, end)
-        if cfg_scale > 0:
+        if config.cfg_scale > 0:
             uncond = _window_logits(model, x.masked_fill(real_prompt, mask_id), attention_mask, start, end)
-            logits = uncond + (cfg_scale + 1) * (logits - uncond)
+            logits = uncond + (config.cfg_scale + 1) * (logits - uncond)
         return logits.index_fill_(-1, banned, float("-inf"))
 
     history = [x[:, P:].clone()] if return_trajectory else None
-    if sampler == "remask":
-        _remask_loop(x, logits_at, P, steps, gen_length, block_length, k1, temperature, remasking, mask_id,
-                     generator, history)
+    if config.sampler == "remask":
+        _remask_loop(x, logits_at, P, config, mask_id, generator, history)
     else:
-        _ancestral_loop(x, logits_at, P, steps, gen_length, k1, top_p, mask_id, V, generator, history)
+        _ancestral_loop(x, logits_at, P, config, mask_id, V, generator, history)
 
     sequences = x
     if eos_token_id is not None:
@@ -138,47 +212,58 @@ def _window_logits(model, ids, attention_mask, start: int, end: int) -> torch.Te
     return model(ids, attention_mask=attention_mask).logits[:, start:end]
 
 
-def _remask_loop(x, logits_at, P, steps, gen_length, block_length, k1, temperature, remasking, mask_id, generator,
-                 history):
-    """DESIGN §4A in place on the canvas x [B, L]. With k1 > 0 the window of positions a step may change spans all
-    generated positions up to the end of the current block (refinement); with k1 = 0 just the current block."""
+def _remask_loop(x, logits_at, P, config, mask_id, generator, history):
+    """The remasking sampler in place on the canvas x [B, L]. With k1 > 0 the window of positions a step may change
+    spans all generated positions up to the end of the current block (refinement); with k1 = 0 just the block."""
     B = x.shape[0]
-    num_blocks = gen_length // block_length
-    steps_per_block = steps // num_blocks
+    k1, block_length = config.k1, config.block_length
+    steps_per_block = config.steps // config.num_blocks
     base, extra = divmod(block_length, steps_per_block)
     fills = [base + (i < extra) for i in range(steps_per_block)]  # tokens filled per step inside a block
-    filled_total = 0
-    refined_total = torch.zeros(B, dtype=torch.long, device=x.device)  # [B] rewrites so far (the budget's debit)
-    for block in range(num_blocks):
+    for block in range(config.num_blocks):
         end = P + (block + 1) * block_length
         start = P if k1 > 0 else end - block_length
-        for n_fill in fills:
+        if block == 0 or config.refine_budget == "block":  # the budget's count starts (again)
+            filled = 0
+            refined = torch.zeros(B, dtype=torch.long, device=x.device)  # [B] rewrites counted against the budget
+        for i, n_fill in enumerate(fills):
             xw = x[:, start:end]  # [B, W] view of the window
-            x0, conf, p_cur = _propose(logits_at(start, end), xw, temperature, generator)  # [B, W] each
+            x0, conf, p_cur = _propose(logits_at(start, end), xw, config.temperature, generator)  # [B, W] each
             is_mask = xw == mask_id  # only the current block still has masks
-            score = conf if remasking == "low_confidence" else torch.rand(conf.shape, generator=generator,
-                                                                           device=conf.device)
-            fill = _top_k_per_row(score, is_mask, torch.full_like(refined_total, n_fill))
+            if config.remasking == "low_confidence":
+                score = conf
+            else:
+                score = torch.rand(conf.shape, generator=generator, device=conf.device)
+            fill = _top_k_per_row(score, is_mask, torch.full_like(refined, n_fill))
             new = torch.where(fill, x0, xw)
-            filled_total += n_fill
+            filled += n_fill
             if k1 > 0:
-                if k1 == 1:  # pure uniform noise: every fill may be followed by any number of rewrites
-                    budget = torch.full_like(refined_total, xw.shape[1])
-                else:
-                    budget = math.floor(k1 / (1 - k1) * filled_total + 1e-9) - refined_total  # [B] carried over
+                budget = _refine_budget(k1, filled, refined, xw.shape[1], config.refine_budget == "block" and i == 0)
                 can = ~is_mask & (x0 != xw) & (conf >= p_cur)
                 refine = _top_k_per_row(conf, can, budget)
                 new = torch.where(refine, x0, new)
-                refined_total += refine.sum(dim=1)
+                refined += refine.sum(dim=1)
             xw.copy_(new)
             if history is not None:
                 history.append(x[:, P:].clone())
 
 
-def _ancestral_loop(x, logits_at, P, steps, gen_length, k1, top_p, mask_id, V, generator, history):
-    """DESIGN §4B in place on x [B, L]: prior draw, then `steps` posterior steps alpha = i/steps -> (i+1)/steps."""
-    B = x.shape[0]
-    x[:, P:] = prior_sample((B, gen_length), k1, mask_id, V, generator=generator, device=x.device)
+def _refine_budget(k1, filled, refined, width, first_of_block) -> torch.Tensor:
+    """Rewrites allowed this step [B]: floor(k1 / (1 - k1) * filled) - refined, where `filled` counts the fills so
+    far (this step's included) and `refined` the rewrites so far, both since the count last started; unlimited
+    (the window width) at k1 = 1; none at a block's first step under the "block" rule."""
+    if first_of_block:
+        return torch.zeros_like(refined)
+    if k1 == 1:
+        return torch.full_like(refined, width)
+    return math.floor(k1 / (1 - k1) * filled + 1e-9) - refined
+
+
+def _ancestral_loop(x, logits_at, P, config, mask_id, V, generator, history):
+    """The ancestral sampler in place on x [B, L]: prior draw, then `steps` posterior steps
+    alpha = i/steps -> (i+1)/steps."""
+    B, steps, gen_length = x.shape[0], config.steps, config.gen_length
+    x[:, P:] = prior_sample((B, gen_length), config.k1, mask_id, V, generator=generator, device=x.device)
     if history is not None:
         history[0] = x[:, P:].clone()
     # alpha_i = i / steps, except that the first step starts just above 0, where reverse_step_probs's domain
@@ -186,10 +271,10 @@ def _ancestral_loop(x, logits_at, P, steps, gen_length, k1, top_p, mask_id, V, g
     alphas = torch.linspace(0, 1, steps + 1, dtype=torch.float64, device=x.device).clamp_(min=1e-9)
     for i in range(steps):
         logits = logits_at(P, x.shape[1])  # [B, G, V]
-        if top_p is not None:
-            logits = _nucleus(logits, top_p)
-        x[:, P:] = ancestral_step(logits, x[:, P:], alphas[i].expand(B), alphas[i + 1].expand(B), k1, mask_id,
-                                  generator)
+        if config.top_p is not None:
+            logits = _nucleus(logits, config.top_p)
+        x[:, P:] = ancestral_step(logits, x[:, P:], alphas[i].expand(B), alphas[i + 1].expand(B), config.k1,
+                                  mask_id, generator)
         if history is not None:
             history.append(x[:, P:].clone())
 
@@ -305,49 +390,20 @@ def _check_stop(stop_strings, tokenizer, eos_token_id):
                          "eos_token_id is set; pass eos_token_id=.")
 
 
-def _check_args(input_ids, attention_mask, steps, gen_length, block_length, sampler, k1, temperature, remasking,
-                top_p, cfg_scale, mask_id, V, suppress_tokens):
-    """Reject bad arguments before any work starts, naming the value and the fix."""
+def _check_args(input_ids, attention_mask, config, mask_id, V, suppress_tokens):
+    """Reject bad tensors and ids before any work starts, naming the value and the fix (the settings were checked
+    by SamplerConfig)."""
     if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2 or input_ids.dtype != torch.long:
         raise TypeError("input_ids must be a LongTensor [batch, prompt_length]; tokenize with return_tensors='pt'.")
-    if sampler not in SAMPLERS:
-        raise ValueError(f"sampler={sampler!r} is not one of {SAMPLERS}.")
-    if remasking not in REMASKING:
-        raise ValueError(f"remasking={remasking!r} is not one of {REMASKING}.")
+    if input_ids.shape[0] == 0:
+        raise ValueError("input_ids has no rows (batch of 0 prompts); pass at least one prompt.")
     if mask_id is None:
         raise ValueError("mask_id is None and the model config has no mask_token_id; pass mask_id=.")
     if V is not None and not 0 <= mask_id < V:
         raise ValueError(f"mask_id={mask_id} is outside the model's ids [0, {V}); pass the model's mask token id.")
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps={steps!r} must be an integer >= 1.")
-    if not isinstance(gen_length, int) or gen_length < 1:
-        raise ValueError(f"gen_length={gen_length!r} must be an integer >= 1.")
-    if not isinstance(block_length, int) or block_length < 1 or gen_length % block_length:
-        raise ValueError(f"gen_length={gen_length} is not a multiple of block_length={block_length}; choose a "
-                         f"block_length that divides gen_length (or None for a single block).")
-    if steps % (gen_length // block_length):
-        raise ValueError(f"steps={steps} cannot be split evenly over {gen_length // block_length} blocks; use a "
-                         f"multiple of gen_length // block_length.")
-    if not 0.0 <= k1 <= 1.0:
-        raise ValueError(f"k1={k1} must lie in [0, 1] (0 = masking only as in LLaDA, 1 = uniform noise only).")
-    if temperature < 0:
-        raise ValueError(f"temperature={temperature} must be >= 0 (0 = greedy).")
-    if cfg_scale < 0:
-        raise ValueError(f"cfg_scale={cfg_scale} must be >= 0 (0 = no classifier-free guidance).")
-    if sampler == "ancestral":
-        remask_only = {"temperature": temperature != 0, "remasking": remasking != "low_confidence",
-                       "block_length": block_length != gen_length}
-        given = [name for name, set_ in remask_only.items() if set_]
-        if given:
-            raise ValueError(f"{given[0]} applies to sampler='remask' only; the ancestral sampler draws from the "
-                             f"posterior itself (sharpen it with top_p).")
-        if top_p is not None and not 0.0 < top_p <= 1.0:
-            raise ValueError(f"top_p={top_p} must lie in (0, 1].")
-        if V is None:
-            raise ValueError("the ancestral sampler needs the number of ids V: the model config has neither "
-                             "embedding_size nor vocab_size.")
-    elif top_p is not None:
-        raise ValueError("top_p applies to sampler='ancestral' only; the remasking sampler uses temperature.")
+    if config.sampler == "ancestral" and V is None:
+        raise ValueError("the ancestral sampler needs the number of ids V: the model config has neither "
+                         "embedding_size nor vocab_size.")
     bad = [t for t in (suppress_tokens or ()) if not isinstance(t, int) or (V is not None and not 0 <= t < V)]
     if bad:
         raise ValueError(f"suppress_tokens contains {bad[0]!r}, not a token id in [0, {V}).")

@@ -3,6 +3,7 @@
 import importlib.util
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -10,7 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from llada_xdlm import generate
+from llada_xdlm import SamplerConfig, generate
 from llada_xdlm.diffusion import reverse_step_probs
 from llada_xdlm.sampling import _propose, ancestral_step, truncate_at_stop
 
@@ -189,6 +190,67 @@ def test_k1_one_refines_without_budget(tiny_model, tiny_config, prompts):
     committed = old != tiny_config.mask_token_id
     better = committed & (p.argmax(-1) != old) & (p.max(-1).values >= p.gather(-1, old[..., None]).squeeze(-1))
     assert torch.equal(better, out.trajectory.refined[s])
+
+
+class NextIdModel(nn.Module):
+    """A scripted denoiser over ids 0..5 (6 is the mask): at a masked position it proposes id 0, at a position
+    holding id t it proposes (t + 1) % 6, always with logit 5 + 0.1 * position against 0 elsewhere. So every
+    committed token has a more probable rival (a refinement candidate) and later positions are more confident."""
+
+    def __init__(self):
+        super().__init__()
+        self.config = SimpleNamespace(mask_token_id=6, vocab_size=7, k1=0.0)
+
+    def forward(self, input_ids, attention_mask=None):
+        target = torch.where(input_ids == 6, 0, (input_ids + 1) % 6)  # [B, L]
+        logits = torch.zeros(*input_ids.shape, 7)
+        position = torch.arange(input_ids.shape[1], dtype=torch.float32)
+        logits.scatter_(-1, target[..., None], (5 + 0.1 * position).expand_as(target)[..., None])
+        return SimpleNamespace(logits=logits)
+
+
+@pytest.mark.parametrize("refine_budget, rewrites_per_step", [
+    # gen 4, two blocks of 2, one fill a step, k1 = 0.5 (k1 / (1 - k1) = 1). Committed tokens in the window before
+    # each step: 0, 1, 2, 3. "global": budget = fills so far - rewrites so far = 1, 2 - 0, 3 - 1, 4 - 3.
+    ("global", [0, 1, 2, 1]),
+    # "block": 0 at each block's first step, then fills in the block - rewrites in the block = 2 - 0; block 0's
+    # unused budget is dropped.
+    ("block", [0, 1, 0, 2]),
+])
+def test_refine_budget_rules_on_a_scripted_model(refine_budget, rewrites_per_step):
+    out = generate(NextIdModel(), torch.tensor([[3]]), steps=4, gen_length=4, block_length=2, k1=0.5,
+                   refine_budget=refine_budget, return_trajectory=True)
+    assert out.trajectory.refined.sum(dim=(1, 2)).tolist() == rewrites_per_step
+    assert out.trajectory.filled.sum(dim=(1, 2)).tolist() == [1, 1, 1, 1]
+    assert out.sequences[0, 0] == 3  # the prompt is never rewritten
+
+
+@pytest.mark.parametrize("k1", [0.5, 1.0])
+def test_block_budget_rewrites_nothing_at_a_blocks_first_step(tiny_model, prompts, k1):
+    out = generate(tiny_model, *prompts, steps=8, gen_length=16, block_length=4, k1=k1, refine_budget="block",
+                   return_trajectory=True)
+    first_steps = [0, 2, 4, 6]  # 2 steps per block
+    assert not out.trajectory.refined[first_steps].any()
+    assert out.trajectory.refined.any()  # the rule is not vacuous: later steps do rewrite
+
+
+@pytest.mark.parametrize("k1", [0.1, 0.5, 1.0])
+def test_block_budget_equals_global_with_one_block(tiny_model, prompts, k1):
+    kwargs = dict(steps=8, gen_length=16, k1=k1, temperature=1.0)
+    a = generate(tiny_model, *prompts, refine_budget="global", generator=torch.Generator().manual_seed(0), **kwargs)
+    b = generate(tiny_model, *prompts, refine_budget="block", generator=torch.Generator().manual_seed(0), **kwargs)
+    assert torch.equal(a, b)
+
+
+def test_sampler_config_and_keywords_give_the_same_output(tiny_model, prompts):
+    config = SamplerConfig(steps=4, gen_length=8, k1=0.3)
+    a = generate(tiny_model, *prompts, config)
+    b = generate(tiny_model, *prompts, steps=4, gen_length=8, k1=0.3)
+    c = generate(tiny_model, *prompts, config, k1=0.0)  # keywords override the config
+    d = generate(tiny_model, *prompts, steps=4, gen_length=8, k1=0.0)
+    assert torch.equal(a, b) and torch.equal(c, d) and not torch.equal(a, c)
+    with pytest.raises(TypeError, match="unknown sampler setting"):
+        generate(tiny_model, *prompts, step=4)
 
 
 @pytest.mark.parametrize("kwargs", [dict(k1=0.0), dict(k1=0.3, block_length=8), dict(sampler="remask", cfg_scale=1.0)])
@@ -466,6 +528,10 @@ def test_plot_trajectory_writes_html_and_png(tiny_model, tiny_tokenizer, prompts
     (dict(top_p=0.9), "top_p"),
     (dict(cfg_scale=-1.0), "cfg_scale"),
     (dict(suppress_tokens=[10**6]), "suppress_tokens"),
+    (dict(refine_budget="step"), "refine_budget='step'"),
+    (dict(k1=True), "k1=True must be a number"),
+    (dict(steps=4.0), "steps=4.0"),
+    (dict(sampler="ancestral", refine_budget="block"), "refine_budget"),
 ])
 def test_bad_arguments_raise_value_error(tiny_model, prompts, kwargs, match):
     args = dict(steps=4, gen_length=8) | kwargs
@@ -489,3 +555,5 @@ def test_bad_prompts_raise_value_error(tiny_model, tiny_config, prompts):
         generate(tiny_model, ids, am.flip(1), steps=2, gen_length=4)
     with pytest.raises(TypeError, match="LongTensor"):
         generate(tiny_model, ids.float(), steps=2, gen_length=4)
+    with pytest.raises(ValueError, match="no rows"):
+        generate(tiny_model, ids[:0], am[:0], steps=2, gen_length=4)
