@@ -1,5 +1,6 @@
 """Monte-Carlo likelihood estimators and the lm-eval model "xdlm" (in process, tiny model, offline)."""
 
+import copy
 import itertools
 import math
 
@@ -8,6 +9,7 @@ import pytest
 import torch
 from lm_eval.api.instance import Instance
 
+from llada_xdlm import generate
 from llada_xdlm.diffusion import xdlm_loss
 from llada_xdlm.evaluation.likelihood import loglikelihood, nelbo_samples
 from llada_xdlm.evaluation.lm_eval_model import XDLMEvalLM
@@ -220,11 +222,15 @@ def test_loglikelihood_rolling_sums_windows(checkpoint):
     [
         ("pretrained=x,stepz=32", r"unknown model_args \['stepz'\].*valid keys"),
         ("steps=32", "needs pretrained="),
-        ("pretrained=x,steps=30,gen_length=256,block_length=64", "steps=30 does not divide evenly over the 4 blocks"),
+        ("pretrained=x,steps=30,gen_length=256,block_length=64", "steps=30 cannot be split evenly over 4 blocks"),
         ("pretrained=x,gen_length=100,block_length=64", "not a multiple of block_length"),
         ("pretrained=x,likelihood=elbo", "likelihood='elbo' is not one of"),
         ("pretrained=x,batch_size=auto", "batch_size='auto' must be a positive integer"),
-        ("pretrained=x,k1=2", "k1=2 must be a number in"),
+        ("pretrained=x,k1=2", r"k1=2 must lie in \[0, 1\]"),
+        ("pretrained=x,refine_budget=step", "refine_budget='step' is not one of"),
+        ("pretrained=x,mode=opencompass", "mode='opencompass' is not one of"),
+        ("pretrained=./no/such/checkpoint", "looks like a local folder but does not exist"),
+        ("pretrained=/tmp/no-such-checkpoint-dir", "looks like a local folder but does not exist"),
         ("pretrained=x,remasking=greedy", "remasking='greedy'"),
         ("pretrained=x,dtype=fp8", "dtype='fp8'"),
     ],
@@ -237,7 +243,75 @@ def test_bad_model_args_fail_before_loading(model_args, message):
 def test_model_args_take_precedence_over_harness_settings(checkpoint):
     lm = XDLMEvalLM.create_from_arg_string(f"pretrained={checkpoint},batch_size=3,steps=4,gen_length=8,device=cpu",
                                            {"batch_size": 1, "max_batch_size": None, "device": "cuda:0"})
-    assert lm.batch_size == 3 and lm.device.type == "cpu" and lm.sampler_kwargs["k1"] == lm.model.config.k1
+    assert lm.batch_size == 3 and lm.device.type == "cpu" and lm.sampler.k1 == lm.model.config.k1
     lm = XDLMEvalLM.create_from_arg_string(f"pretrained={checkpoint},steps=4,gen_length=8,device=cpu",
                                            {"batch_size": "5", "max_batch_size": None, "device": None})
     assert lm.batch_size == 5  # `lm_eval --batch_size 5` passes the text "5"
+
+
+# ---- mode=paper: the XDLM authors' decoding -------------------------------------------------------------------
+
+
+def test_paper_mode_defaults_to_the_block_budget_and_batch_one(checkpoint):
+    lm = XDLMEvalLM.create_from_arg_string(f"pretrained={checkpoint},mode=paper,device=cpu,max_length=512",
+                                           {"batch_size": 1})
+    assert lm.sampler.refine_budget == "block" and lm.sampler.gen_length == 256 and lm.batch_size == 1
+    lm = make_lm(checkpoint, mode="paper", refine_budget="global")
+    assert lm.sampler.refine_budget == "global"
+    assert make_lm(checkpoint).sampler.refine_budget == "global"
+
+
+class EOSAt(torch.nn.Module):
+    """Wraps a model so that canvas position `position` predicts EOS with certainty (a text that ends early)."""
+
+    def __init__(self, model, position, eos_id):
+        super().__init__()
+        self.model, self.position, self.eos_id, self.config = model, position, eos_id, model.config
+
+    def forward(self, input_ids, attention_mask=None):
+        out = self.model(input_ids, attention_mask=attention_mask)
+        out.logits[:, self.position, self.eos_id] = 100.0
+        return out
+
+
+def test_paper_mode_decodes_the_whole_span_and_cuts_at_the_first_stop_word(checkpoint, tiny_tokenizer):
+    """The authors' pipeline spelled out: tokenizer(prompt) with its own special tokens (here: none, so the BOS
+    that mode "standard" adds must not appear), generate with the block budget and no EOS handling, decode the
+    generated span with special tokens skipped (text after the EOS kept), split at the stop word."""
+    tiny_tokenizer = copy.deepcopy(tiny_tokenizer)  # the session's tokenizer stays as it is
+    tiny_tokenizer._tokenizer.post_processor = None  # a tokenizer that adds no special tokens
+    tiny_tokenizer.save_pretrained(checkpoint)
+    lm = make_lm(checkpoint, mode="paper", batch_size=1, k1=0.5, steps=4, gen_length=8)
+    prompt = PROMPTS[2]
+    ids = torch.tensor([tiny_tokenizer(prompt)["input_ids"]])
+    assert ids[0, 0] != tiny_tokenizer.bos_token_id
+    lm.model = EOSAt(lm.model, ids.shape[1] + 2, tiny_tokenizer.eos_token_id)
+    out = generate(lm.model, ids, steps=4, gen_length=8, k1=0.5, refine_budget="block")
+    gen = out[0, ids.shape[1]:]
+    assert gen[2] == tiny_tokenizer.eos_token_id and (gen[3:] != tiny_tokenizer.eos_token_id).any()
+    raw = tiny_tokenizer.decode(gen, skip_special_tokens=True)
+    assert lm.generate_until(gen_requests([prompt]))[0] == raw
+    stop = raw[len(raw) // 2 : len(raw) // 2 + 2]
+    assert lm.generate_until(gen_requests([prompt], until=[stop]))[0] == raw.split(stop)[0]
+    # max_gen_toks is ignored, as the authors' harness ignores max_out_len
+    assert lm.generate_until(gen_requests([prompt], max_gen_toks=2))[0] == raw
+
+
+def test_paper_mode_keeps_text_after_an_eos_standard_mode_stops_there(checkpoint, tiny_tokenizer):
+    words = tiny_tokenizer("Heap queue", add_special_tokens=False)["input_ids"]
+    more = tiny_tokenizer(" module", add_special_tokens=False)["input_ids"]
+    span = words + [tiny_tokenizer.eos_token_id] + more
+    paper, standard = make_lm(checkpoint, mode="paper"), make_lm(checkpoint)
+    assert paper._decode(span) == tiny_tokenizer.decode(words + more, skip_special_tokens=True)
+    assert standard._decode(span) == tiny_tokenizer.decode(words, skip_special_tokens=True)
+
+
+def test_paper_mode_refuses_a_prompt_that_does_not_fit_standard_mode_warns(checkpoint, caplog):
+    long_prompt = " ".join(PROMPTS * 4)
+    paper = make_lm(checkpoint, mode="paper", max_length=24)
+    with pytest.raises(ValueError, match="never truncates a prompt"):
+        paper.generate_until(gen_requests([long_prompt]))
+    standard = make_lm(checkpoint, max_length=24)
+    with caplog.at_level("WARNING"):
+        standard.generate_until(gen_requests([long_prompt]))
+    assert "truncated to its last 16" in caplog.text

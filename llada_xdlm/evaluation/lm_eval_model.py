@@ -3,7 +3,7 @@
     lm_eval --model xdlm --model_args pretrained=PATH,steps=32,gen_length=256,block_length=256 --tasks gsm8k
 
 generate_until runs llada_xdlm.generate (few-step remasking sampler with XDLM refinement) on left-padded batches;
-loglikelihood is the Monte-Carlo ELBO of the continuation with the context never noised (likelihood.py), plus a
+`mode=paper` decodes as the XDLM authors' OpenCompass harness does (docs/evaluation.md); loglikelihood is the Monte-Carlo ELBO of the continuation with the context never noised (likelihood.py), plus a
 greedy check; loglikelihood_rolling sums that bound over windows of max_length tokens. Under `accelerate launch`
 lm-eval shards the requests over processes and this class supplies rank, world size and the collectives.
 """
@@ -11,7 +11,9 @@ lm-eval shards the requests over processes and this class supplies rank, world s
 import atexit
 import inspect
 import logging
+import os
 import zlib
+from dataclasses import fields, replace
 
 import torch
 from lm_eval.api.model import LM
@@ -19,12 +21,13 @@ from lm_eval.utils import get_rolling_token_windows, make_disjoint_window, simpl
 from tqdm import tqdm
 
 from llada_xdlm.evaluation.likelihood import ESTIMATORS, nelbo_samples
-from llada_xdlm.sampling import REMASKING, generate, truncate_at_stop
+from llada_xdlm.sampling import SamplerConfig, generate, truncate_at_stop
 
 logger = logging.getLogger(__name__)
 
 DTYPES = {"auto": "auto", "bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 SEED = 1234  # base seed of the Monte-Carlo draws; each request adds a hash of its own text
+MODES = ("standard", "paper")
 
 
 class XDLMEvalLM(LM):
@@ -37,26 +40,23 @@ class XDLMEvalLM(LM):
         dtype: str = "auto",
         device: str | None = None,
         batch_size: int = 1,
-        steps: int = 32,
-        gen_length: int = 256,
-        block_length: int | None = None,
-        k1: float | None = None,
-        temperature: float = 0.0,
-        remasking: str = "low_confidence",
-        cfg_scale: float = 0.0,
+        mode: str = "standard",
         mc_num: int = 128,
         likelihood: str = "mdlm",
         max_length: int | None = None,
+        **sampler_settings,
     ):
         """pretrained: checkpoint folder or Hub id; peft: adapter folder merged into it; batch_size: prompts per
-        generate() call and Monte-Carlo samples per forward; steps / gen_length / block_length / k1 / temperature /
-        remasking / cfg_scale: the sampler's (k1 defaults to the checkpoint's config.k1; cfg_scale applies to
-        generation only); mc_num: samples per loglikelihood; likelihood: "mdlm" (LLaDA's estimator, low variance)
-        or "xdlm" (the XDLM bound at k1); max_length: tokens per sequence (default: config.max_sequence_length)."""
+        generate() call and Monte-Carlo samples per forward; mode: "standard" (lm-eval's conventions) or "paper"
+        (the XDLM authors' harness: prompt tokenized with the tokenizer's special tokens, the whole generated span
+        decoded with special tokens skipped (text after an EOS kept), cut at the first stop string, no prompt
+        truncation, refine_budget "block" unless given); sampler_settings: any SamplerConfig field (steps,
+        gen_length (default 256), block_length, k1 (default: the checkpoint's config.k1), refine_budget,
+        temperature, remasking, cfg_scale (generation only), ...); mc_num: samples per loglikelihood; likelihood:
+        "mdlm" (LLaDA's estimator, low variance) or "xdlm" (the XDLM bound at k1); max_length: tokens per sequence
+        (default: config.max_sequence_length)."""
         super().__init__()
-        block_length = gen_length if block_length is None else block_length
-        _validate(pretrained, dtype, batch_size, steps, gen_length, block_length, k1, temperature, remasking,
-                  cfg_scale, mc_num, likelihood, max_length)
+        sampler = _validate(pretrained, dtype, batch_size, mode, mc_num, likelihood, max_length, sampler_settings)
         from accelerate import Accelerator
         from transformers import AutoTokenizer
 
@@ -84,16 +84,16 @@ class XDLMEvalLM(LM):
         self.model = model.to(self._device).eval()
         self.tokenizer = AutoTokenizer.from_pretrained(pretrained)
         config = self.model.config
-        self.batch_size = batch_size
-        self.sampler_kwargs = dict(
-            steps=steps, gen_length=gen_length, block_length=block_length, temperature=temperature,
-            remasking=remasking, cfg_scale=cfg_scale, k1=config.k1 if k1 is None else k1,
-        )
+        self.batch_size, self.mode = batch_size, mode
+        if mode == "paper" and batch_size > 1:
+            logger.warning("mode=paper with batch_size=%d: the authors generate one prompt at a time; in bf16 a "
+                           "left-padded row can differ from the same prompt alone (docs/sampling.md).", batch_size)
+        self.sampler = sampler if sampler.k1 is not None else replace(sampler, k1=config.k1)
         self.mc_num, self.estimator = mc_num, likelihood
         self.max_length = config.max_sequence_length if max_length is None else max_length
-        if self.max_length <= gen_length:
-            raise ValueError(f"max_length={self.max_length} must exceed gen_length={gen_length} to leave room "
-                             f"for the prompt.")
+        if self.max_length <= self.sampler.gen_length:
+            raise ValueError(f"max_length={self.max_length} must exceed gen_length={self.sampler.gen_length} to "
+                             f"leave room for the prompt.")
         self.mask_id = config.mask_token_id
         self.eos_id = config.eos_token_id
         bos = self.tokenizer.bos_token_id
@@ -110,7 +110,8 @@ class XDLMEvalLM(LM):
     @classmethod
     def create_from_arg_obj(cls, arg_dict, additional_config=None):
         """model_args win over the harness's own settings (--batch_size / --device, which it always passes)."""
-        known = set(inspect.signature(cls.__init__).parameters) - {"self"}
+        known = set(inspect.signature(cls.__init__).parameters) - {"self", "sampler_settings"}
+        known |= {f.name for f in fields(SamplerConfig)}
         unknown = sorted(set(arg_dict) - known)
         if unknown:
             raise ValueError(f"unknown model_args {unknown} for --model xdlm; valid keys: {sorted(known)}.")
@@ -156,10 +157,11 @@ class XDLMEvalLM(LM):
     # ---- generation ---------------------------------------------------------------------------------------
 
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
-        """Left-padded batches of prompts with equal gen_kwargs, longest first; each output is cut at the first
-        end-of-text token, at max_gen_toks tokens and at the first of the request's `until` strings."""
-        gen_length = self.sampler_kwargs["gen_length"]
-        prompts = [(self.prefix + self._encode(r.args[0]))[-(self.max_length - gen_length):] for r in requests]
+        """Left-padded batches of prompts with equal gen_kwargs, longest first. mode "standard": each output is cut
+        at the first end-of-text token, at max_gen_toks tokens and at the first of the request's `until` strings;
+        the prompt keeps its last max_length - gen_length tokens. mode "paper": see __init__."""
+        gen_length = self.sampler.gen_length
+        prompts = [self._prompt_ids(r.args[0]) for r in requests]
         groups: dict[str, list[int]] = {}
         for i, r in enumerate(requests):
             groups.setdefault(repr(sorted(r.args[1].items())), []).append(i)
@@ -169,13 +171,14 @@ class XDLMEvalLM(LM):
             kwargs = requests[indices[0]].args[1]
             until = kwargs.get("until") or []
             until = [until] if isinstance(until, str) else list(until)
-            max_new = min(int(kwargs.get("max_gen_toks", gen_length)), gen_length)
+            max_new = gen_length if self.mode == "paper" else min(int(kwargs.get("max_gen_toks", gen_length)),
+                                                                    gen_length)
             indices.sort(key=lambda i: -len(prompts[i]))
             for start in range(0, len(indices), self.batch_size):
                 batch = indices[start : start + self.batch_size]
                 input_ids, attention_mask = self._left_pad([prompts[i] for i in batch])
-                out = generate(self.model, input_ids, attention_mask, mask_id=self.mask_id, eos_token_id=self.eos_id,
-                               **self.sampler_kwargs)
+                out = generate(self.model, input_ids, attention_mask, self.sampler, mask_id=self.mask_id,
+                               eos_token_id=None if self.mode == "paper" else self.eos_id)
                 texts = [self._decode(row[input_ids.shape[1]:][:max_new].tolist()) for row in out]
                 for i, text in zip(batch, truncate_at_stop(texts, until)):
                     results[i] = text
@@ -183,6 +186,24 @@ class XDLMEvalLM(LM):
                 bar.update(len(batch))
         bar.close()
         return results
+
+    def _prompt_ids(self, text: str) -> list[int]:
+        """Token ids of a generation prompt. "paper": the tokenizer's own special tokens, as the authors encode it,
+        and an error when prompt + gen_length does not fit max_length; "standard": start-of-text + the text, keeping
+        its last max_length - gen_length tokens (lm-eval's left truncation), with a warning when it cuts."""
+        room = self.max_length - self.sampler.gen_length
+        if self.mode == "paper":
+            ids = self.tokenizer(text)["input_ids"]
+            if len(ids) > room:
+                raise ValueError(f"a prompt of {len(ids)} tokens plus gen_length={self.sampler.gen_length} exceeds "
+                                 f"max_length={self.max_length}; mode=paper never truncates a prompt: raise "
+                                 f"max_length (model_args max_length=...) if the model allows it.")
+            return ids
+        ids = self.prefix + self._encode(text)
+        if len(ids) > room:
+            logger.warning("prompt of %d tokens truncated to its last %d (max_length=%d - gen_length=%d).",
+                           len(ids), room, self.max_length, self.sampler.gen_length)
+        return ids[-room:]
 
     def _left_pad(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         width = max(len(r) for r in rows)
@@ -194,7 +215,10 @@ class XDLMEvalLM(LM):
         return ids.to(self._device), mask.to(self._device)
 
     def _decode(self, ids: list[int]) -> str:
-        end = next((j for j, t in enumerate(ids) if t in self.end_ids), len(ids))
+        """"standard": the text up to the first end-of-text token; "paper": every token's text, special tokens
+        skipped (what follows an EOS is kept, as the authors decode)."""
+        end = len(ids) if self.mode == "paper" else next((j for j, t in enumerate(ids) if t in self.end_ids),
+                                                         len(ids))
         return self.tokenizer.decode(ids[:end], skip_special_tokens=True)
 
     # ---- likelihood ---------------------------------------------------------------------------------------
@@ -207,16 +231,16 @@ class XDLMEvalLM(LM):
         target_mask[0, len(context):] = True
         generator = torch.Generator(self._device).manual_seed(SEED + zlib.crc32(seed_text.encode("utf-8")))
         samples = nelbo_samples(self.model, ids, target_mask, estimator=self.estimator,
-                                k1=self.sampler_kwargs["k1"], mc_num=self.mc_num, batch_size=self.batch_size,
+                                k1=self.sampler.k1, mc_num=self.mc_num, batch_size=self.batch_size,
                                 mask_id=self.mask_id, generator=generator)
         return float(samples.mean())
 
     def _is_greedy(self, context: list[int], target: list[int]) -> bool:
         """Does the sampler at temperature 0, filling one token per step, produce exactly `target`?"""
         ids = torch.tensor([context], device=self._device)
-        kwargs = {**self.sampler_kwargs, "steps": len(target), "gen_length": len(target),
-                  "block_length": len(target), "temperature": 0.0, "remasking": "low_confidence", "cfg_scale": 0.0}
-        out = generate(self.model, ids, mask_id=self.mask_id, **kwargs)
+        greedy = replace(self.sampler, steps=len(target), gen_length=len(target), block_length=len(target),
+                         temperature=0.0, remasking="low_confidence", cfg_scale=0.0)
+        out = generate(self.model, ids, config=greedy, mask_id=self.mask_id)
         return out[0, len(context):].tolist() == target
 
     def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
@@ -248,9 +272,9 @@ class XDLMEvalLM(LM):
         return results
 
 
-def _validate(pretrained, dtype, batch_size, steps, gen_length, block_length, k1, temperature, remasking, cfg_scale,
-              mc_num, likelihood, max_length) -> None:
-    """Check every model_arg before anything is loaded; the message names the value and the fix."""
+def _validate(pretrained, dtype, batch_size, mode, mc_num, likelihood, max_length, sampler_settings) -> SamplerConfig:
+    """Check every model_arg before anything is loaded; the message names the value and the fix. Returns the
+    sampler's settings (gen_length 256 and, in mode "paper", refine_budget "block" unless given)."""
 
     def positive_int(name, value):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -259,26 +283,24 @@ def _validate(pretrained, dtype, batch_size, steps, gen_length, block_length, k1
     if not pretrained:
         raise ValueError("model_args needs pretrained=<checkpoint folder or Hub id>, e.g. "
                          "--model_args pretrained=GSAI-ML/LLaDA-8B-Base.")
+    if _looks_local(pretrained) and not os.path.isdir(os.path.expanduser(pretrained)):
+        raise ValueError(f"pretrained={pretrained!r} looks like a local folder but does not exist; give the folder "
+                         f"holding config.json (e.g. a training run's output_dir) or a Hub id like "
+                         f"GSAI-ML/LLaDA-8B-Base.")
     if dtype not in DTYPES:
         raise ValueError(f"dtype={dtype!r} is not one of {sorted(DTYPES)}.")
-    for name, value in [("batch_size", batch_size), ("steps", steps), ("gen_length", gen_length),
-                        ("block_length", block_length), ("mc_num", mc_num)]:
+    if mode not in MODES:
+        raise ValueError(f"mode={mode!r} is not one of {MODES}.")
+    for name, value in [("batch_size", batch_size), ("mc_num", mc_num)]:
         positive_int(name, value)
     if max_length is not None:
         positive_int("max_length", max_length)
-    if gen_length % block_length:
-        raise ValueError(f"gen_length={gen_length} is not a multiple of block_length={block_length}.")
-    if steps % (gen_length // block_length):
-        raise ValueError(f"steps={steps} does not divide evenly over the {gen_length // block_length} blocks of "
-                         f"gen_length={gen_length} / block_length={block_length}; use a multiple of "
-                         f"{gen_length // block_length}.")
-    if k1 is not None and not (isinstance(k1, (int, float)) and 0.0 <= k1 <= 1.0):
-        raise ValueError(f"k1={k1!r} must be a number in [0, 1].")
-    if not isinstance(temperature, (int, float)) or temperature < 0:
-        raise ValueError(f"temperature={temperature!r} must be a number >= 0.")
-    if not isinstance(cfg_scale, (int, float)) or cfg_scale < 0:
-        raise ValueError(f"cfg_scale={cfg_scale!r} must be a number >= 0.")
-    if remasking not in REMASKING:
-        raise ValueError(f"remasking={remasking!r} is not one of {REMASKING}.")
     if likelihood not in ESTIMATORS:
         raise ValueError(f"likelihood={likelihood!r} is not one of {ESTIMATORS}.")
+    defaults = {"gen_length": 256, **({"refine_budget": "block"} if mode == "paper" else {})}
+    return SamplerConfig.from_kwargs(**{**defaults, **sampler_settings})
+
+
+def _looks_local(pretrained: str) -> bool:
+    """A path rather than a Hub id ("org/name"): absolute, relative (./, ../, ~) or with more than one '/'."""
+    return pretrained.startswith(("/", ".", "~")) or pretrained.count("/") > 1 or os.path.isdir(pretrained)
