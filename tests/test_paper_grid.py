@@ -1,0 +1,100 @@
+"""The paper grid: every (model, steps, task) cell through `python -m llada_xdlm.evaluation.paper_grid`, resumable
+after a kill, written as a table and a plot. Tiny model, offline fixture tasks."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from llada_xdlm.evaluation.paper_grid import GridRow, markdown_table, parse_row
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURE_TASKS = REPO / "tests" / "fixtures" / "eval_tasks"
+TASKS = ["xdlm_fixture_gsm8k", "xdlm_fixture_mbpp"]
+OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+
+
+@pytest.fixture
+def checkpoint(tmp_path, tiny_model, tiny_tokenizer):
+    path = tmp_path / "tiny-llada"
+    tiny_model.save_pretrained(path)
+    tiny_tokenizer.save_pretrained(path)
+    return str(path)
+
+
+def grid_command(checkpoint, output):
+    return [sys.executable, "-m", "llada_xdlm.evaluation.paper_grid", "--output", str(output),
+            "--model", f"base={checkpoint}:0", "--model", f"xdlm={checkpoint}:0.5", "--steps", "2", "4",
+            "--tasks", *TASKS, "--include_path", str(FIXTURE_TASKS),
+            "--model_args", "gen_length=8,block_length=8,dtype=float32,max_length=256,device=cpu"]
+
+
+def cells(output):
+    return sorted(p.relative_to(output / "cells").as_posix() for p in (output / "cells").rglob("*.json"))
+
+
+@pytest.mark.slow
+def test_grid_runs_every_cell_resumes_after_a_kill_and_writes_table_and_plot(checkpoint, tmp_path):
+    output = tmp_path / "grid"
+    env = {**os.environ, **OFFLINE}
+    first = subprocess.Popen(grid_command(checkpoint, output), env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 240
+    while not (output / "cells").exists() or not cells(output):
+        assert first.poll() is None and time.time() < deadline, "the grid ended or stalled before its first cell"
+        time.sleep(0.2)
+    os.killpg(first.pid, signal.SIGKILL)  # the grid and the lm-eval run under it, mid-grid
+    first.wait()
+    done_before = {c: (output / "cells" / c).read_text() for c in cells(output)}
+    assert 0 < len(done_before) < 8
+
+    second = subprocess.run(grid_command(checkpoint, output), env=env, capture_output=True, text=True)
+    assert second.returncode == 0, second.stderr[-3000:]
+    expected = [f"{row}/steps{s}/{t}.json" for row in ("base", "xdlm") for s in (2, 4) for t in TASKS]
+    assert cells(output) == sorted(expected)
+    for cell, text in done_before.items():  # finished cells are not run again
+        assert (output / "cells" / cell).read_text() == text
+    assert second.stdout.count("[paper grid] base steps=") + second.stdout.count("[paper grid] xdlm steps=") \
+        == 4 - sum(1 for c in done_before if c.endswith(f"{TASKS[-1]}.json"))  # runs only for unfinished pairs
+
+    records = [json.loads((output / "cells" / c).read_text()) for c in expected]
+    table = (output / "grid.md").read_text()
+    for r in records:  # each cell's score is the lm-eval metric in percent, and the table shows it
+        assert 0.0 <= r["score"] <= 100.0
+        line = next(ln for ln in table.splitlines() if ln.startswith(f"| {r['row']} | {r['k1']:g} | {r['steps']} |"))
+        assert f"{r['score']:.1f}" in line
+    assert (output / "grid.png").stat().st_size > 10_000
+
+
+def test_table_puts_the_papers_numbers_beside_ours():
+    rows = [GridRow("llada-8b-base", "GSAI-ML/LLaDA-8B-Base", 0.0), GridRow("mine", "out", 0.1)]
+    scores = {"llada-8b-base": {"paper_mbpp": {32: 7.25, 64: 8.0}}, "mine": {"paper_mbpp": {32: 12.0}}}
+    table = markdown_table(scores, rows, [32, 64, 256], ["paper_mbpp", "paper_gsm8k"])
+    lines = table.splitlines()
+    assert lines[0] == "| model | k1 | steps | MBPP | GSM8K |"
+    # published (XDLM paper): base at 32 steps MBPP 6.8, GSM8K 42.7; at 256 steps MBPP 40.2, GSM8K 70.0
+    assert lines[2] == "| llada-8b-base | 0 | 32 | 7.2 (6.8) |  (42.7) |"
+    assert lines[3] == "| llada-8b-base | 0 | 64 | 8.0 |  |"
+    assert lines[4] == "| llada-8b-base | 0 | 256 |  (40.2) |  (70.0) |"
+    assert lines[5] == "| mine | 0.1 | 32 | 12.0 |  |"
+    assert lines[6] == "| mine | 0.1 | 64 |  |  |"
+
+
+@pytest.mark.parametrize("spec, expected", [
+    ("mine=outputs/run:0.3", GridRow("mine", "outputs/run", 0.3)),
+    ("xdlm-600=outputs/run", GridRow("xdlm-600", "outputs/run", 0.1)),
+    ("base=GSAI-ML/LLaDA-8B-Base", GridRow("base", "GSAI-ML/LLaDA-8B-Base", 0.0)),
+    ("c=C:/runs/x:0", GridRow("c", "C:/runs/x", 0.0)),
+])
+def test_model_rows_parse(spec, expected):
+    assert parse_row(spec) == expected
+
+
+def test_a_row_without_a_checkpoint_is_refused():
+    with pytest.raises(ValueError, match="NAME=CHECKPOINT"):
+        parse_row("only-a-name")
