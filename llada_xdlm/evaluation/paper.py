@@ -160,7 +160,9 @@ def _benchmark(task: str) -> str:
 
 def stop_words(task: str) -> tuple[str, ...]:
     """The stop words the authors' model cuts its decoded text at for this task (lm-eval's `until`)."""
-    return STOP_WORDS["paper_bbh" if task == "paper_bbh" else _benchmark(task)]
+    if task == "paper_bbh":  # the group: its subtasks share them
+        return STOP_WORDS[task]
+    return STOP_WORDS[_benchmark(task)]
 
 
 @functools.cache
