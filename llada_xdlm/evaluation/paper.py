@@ -21,6 +21,7 @@ import functools
 import hashlib
 import itertools
 import os
+import re
 
 import regex
 import yaml
@@ -96,7 +97,8 @@ _BBH_FEWSHOT_SHA256 = {
 
 # MBPPEvaluator's cascade: the first pattern that matches picks the program. Twelve [BEGIN]/[DONE] forms (brackets
 # optional, the code quoted, half quoted or bare), then code fences, then a lone [BEGIN] or a quote before [DONE].
-# Matched with the `regex` module, as OpenCompass does (its \s differs from `re`'s on four control characters).
+# Matched with the `regex` module, as OpenCompass does here (its \s differs from `re`'s on four control characters);
+# the other benchmarks' patterns use `re`, as OpenCompass does there.
 _MBPP_CODE_PATTERNS = [
     rf"{begin}\s*{quote}(.*){close}\s*{done}"
     for quote, close in (("'", "'"), ("'", ""), ("", ""))
@@ -311,10 +313,10 @@ def _gsm8k_answer(text: str) -> str:
     OpenCompass quirk: numbers are read without thousands separators, so "The answer is 1,250" gives "1" and a
     trailing "1,000" gives "000".
     """
-    match = regex.search(r"The Answer is[:\s]*(\-?\d+(?:\.\d+)?)", text, regex.IGNORECASE)
+    match = re.search(r"The Answer is[:\s]*(\-?\d+(?:\.\d+)?)", text, re.IGNORECASE)
     if match:
         return match.group(1)
-    numbers = regex.findall(r"\-?\d+\.\d+|\-?\d+", text.split("Question:")[0])
+    numbers = re.findall(r"\-?\d+\.\d+|\-?\d+", text.split("Question:")[0])
     return numbers[-1] if numbers else "NULL"
 
 
@@ -395,7 +397,7 @@ def _bbh_choice(text: str) -> str:
     OpenCompass quirk: a reply without "(X)" is read as its first capital letter ("No idea" answers N).
     """
     text = _after_first_answer_is(text)
-    match = regex.search(r"\(([A-Z])", text) or regex.search(r"([A-Z])", text)
+    match = re.search(r"\(([A-Z])", text) or re.search(r"([A-Z])", text)
     return match.group(1) if match else text
 
 
@@ -404,7 +406,7 @@ def _bbh_free_form(text: str) -> str:
     text = _after_first_answer_is(text).split("\n")[0].strip()
     if text.endswith("."):
         text = text[:-1].strip()
-    match = regex.search(r"\*\*(.*?)\*\*", text)
+    match = re.search(r"\*\*(.*?)\*\*", text)
     return match.group(1) if match else text
 
 
