@@ -169,3 +169,48 @@ def test_xdlm_eval_runs_fixture_tasks_and_two_processes_give_the_same_results(ch
     assert "on rank 1" in out.stderr
     (results_file,) = glob.glob(str(tmp_path / "two" / "**" / "results_*.json"), recursive=True)
     assert json.loads(Path(results_file).read_text())["results"] == {t: single[t] for t in tasks.split(",")}
+
+
+PAPER_FIXTURE_TASKS = REPO / "tests" / "fixtures" / "paper_tasks"
+PAPER_TASKS = {"paper_fixture_mbpp": "paper_mbpp", "paper_fixture_gsm8k": "paper_gsm8k",
+               "paper_fixture_humaneval": "paper_humaneval", "paper_fixture_math_algebra": "paper_math",
+               "paper_fixture_math_prealgebra": "paper_math",
+               **{f"paper_fixture_bbh_{s}": f"paper_bbh_{s}"
+                  for s in ("date_understanding", "boolean_expressions", "sports_understanding")}}
+
+
+@pytest.mark.slow
+def test_plain_lm_eval_runs_every_paper_task_in_paper_mode_with_the_protocols_prompts(wheel_python, tiny_config,
+                                                                                      tiny_tokenizer, tmp_path,
+                                                                                      monkeypatch):
+    """`lm_eval --model xdlm` with mode=paper over the five paper benchmarks (fixture rows): every logged prompt is
+    build_prompt's, every `until` the task's stop words, and every score the protocol's score of the logged answer."""
+    from llada_xdlm import LLaDAModelLM
+    from llada_xdlm.evaluation.paper import build_prompt, score, stop_words
+
+    tiny_config.max_sequence_length = 4096  # few-shot prompts run to ~2k tokens of the tiny tokenizer
+    checkpoint = tmp_path / "tiny-llada"
+    LLaDAModelLM(tiny_config).save_pretrained(checkpoint)
+    tiny_tokenizer.save_pretrained(checkpoint)
+    args = ["--model", "xdlm", "--model_args", f"pretrained={checkpoint},mode=paper,steps=2,gen_length=16,"
+            "k1=0.1,dtype=float32", "--tasks", "paper_fixture_mbpp,paper_fixture_gsm8k,paper_fixture_humaneval,"
+            "paper_fixture_math,paper_fixture_bbh", "--include_path", str(PAPER_FIXTURE_TASKS),
+            "--confirm_run_unsafe_code", "--log_samples", "--output_path", str(tmp_path / "out")]
+    out = run_in(wheel_python, ["-m", "lm_eval", "run", *args], cwd=tmp_path, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    (results_file,) = glob.glob(str(tmp_path / "out" / "**" / "results_*.json"), recursive=True)
+    results = json.loads(Path(results_file).read_text())
+    assert results["config"]["batch_size"] in (1, "1")  # the paper's batch size, lm-eval's default
+    logged = {}
+    for path in glob.glob(str(tmp_path / "out" / "**" / "samples_*.jsonl"), recursive=True):
+        task = next(t for t in PAPER_TASKS if f"samples_{t}_" in Path(path).name)
+        logged[task] = [json.loads(line) for line in Path(path).read_text().splitlines()]
+    assert set(logged) == set(PAPER_TASKS)
+    monkeypatch.setenv("HF_ALLOW_CODE_EVAL", "1")  # score() runs the code tasks' programs again here
+    for fixture_task, task in PAPER_TASKS.items():
+        for sample in logged[fixture_task]:
+            prompt, gen_kwargs = sample["arguments"]["gen_args_0"]["arg_0"], sample["arguments"]["gen_args_0"]["arg_1"]
+            assert prompt == build_prompt(task, sample["doc"])
+            assert tuple(gen_kwargs["until"]) == stop_words(task)
+            (metric,) = [k for k in sample if k in ("pass_at_1", "accuracy")]
+            assert sample[metric] == score(task, sample["doc"], sample["resps"][0][0])
