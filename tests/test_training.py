@@ -189,9 +189,10 @@ def test_mdlm_objective_equals_llada_masked_loss(tiny_model, tiny_tokenizer, cor
 
 
 def direct_xdlm_loss(logits, noisy, clean, alpha, k1, mask_id):
-    """The per-token XDLM loss [N] written directly on the V axis in float64 (test_diffusion.py checks this
-    formula against the KL limit of the Bayes posteriors): with r(e) = k1 / V + (1 - k1) [e = m], the model's p
-    (mask excluded), f_x = alpha onehot(x) + (1 - alpha) r and f_p = alpha p + (1 - alpha) r,
+    """The per-token XDLM loss [N] written directly on the V axis in float64, without the package's per-token
+    statistics (test_diffusion.py checks the package's closed form against the KL limit of the Bayes posteriors):
+    with r(e) = k1 / V + (1 - k1) [e = m], the model's p (mask excluded), f_x = alpha onehot(x) + (1 - alpha) r and
+    f_p = alpha p + (1 - alpha) r,
     L = r(z) / (alpha f_x(z)) * (f_x(z) / f_p(z) - 1 - log(f_x(z) / f_p(z)) + sum_e f_x(e) log(f_x(e) / f_p(e))).
     logits [N, V], noisy / clean [N], alpha [N]."""
     V = logits.shape[-1]
@@ -206,7 +207,7 @@ def direct_xdlm_loss(logits, noisy, clean, alpha, k1, mask_id):
     return r[noisy] / (a[:, 0] * f_x.gather(-1, noisy[:, None]).squeeze(-1)) * (ratio - 1 - ratio.log() + kl)
 
 
-FIXED_T = torch.tensor([0.15, 0.4, 0.65, 0.9])  # one t per row of packed_batch: alpha far from t (t = 0.5 hides t/alpha swaps)
+FIXED_T = torch.tensor([0.15, 0.4, 0.65, 0.9])  # one t per row of packed_batch; none 0.5, where alpha = t
 
 
 @pytest.mark.parametrize("implementation", ["fused", "unfused"])
@@ -220,8 +221,9 @@ def test_trainer_loss_is_the_xdlm_loss_at_each_rows_alpha_times_the_schedule_wei
     drew, at alpha = 1 - t, weight 1 (linear) or alpha = 1 - (1 - eps) t, weight 1 - eps (log-linear, eps = 1e-3).
     Both are float32 computations of the same logits: rtol 2e-5 (the loss's float32 accuracy is 1e-5)."""
     monkeypatch.setattr(diffusion, "sample_t", lambda batch, **kwargs: FIXED_T[:batch].clone())
-    trainer = make_trainer(tiny_model, tiny_tokenizer, tmp_path, objective=objective,
-                           k1=k1 if objective == "xdlm" else None, schedule=schedule, loss_implementation=implementation)
+    given_k1 = k1 if objective == "xdlm" else None  # mdlm / udlm fix k1 themselves
+    trainer = make_trainer(tiny_model, tiny_tokenizer, tmp_path, objective=objective, k1=given_k1, schedule=schedule,
+                           loss_implementation=implementation)
     batch = packed_batch(tiny_tokenizer, corpus_texts)
     loss, counted = trainer.per_token_loss(tiny_model, batch)
     assert trainer.diffusion_args.k1 == k1 and bool(counted.all())
@@ -229,11 +231,14 @@ def test_trainer_loss_is_the_xdlm_loss_at_each_rows_alpha_times_the_schedule_wei
     alpha, weight = 1 - (1 - eps) * FIXED_T.double(), 1 - eps  # [B], scalar
     noisy, clean = spy_noise["noisy"], batch["input_ids"]  # [B, L]
     assert torch.allclose(spy_noise["alpha"].double(), alpha)
+    mask_id = tiny_tokenizer.mask_token_id
+    assert k1 == 1 or bool((noisy == mask_id).any())  # masked tokens are scored ...
+    assert k1 == 0 or bool(((noisy != clean) & (noisy != mask_id)).any())  # ... and so are uniformly noised ones
     with torch.no_grad():
         logits = tiny_model(noisy).logits  # [B, L, V]
     B, L, V = logits.shape
     want = weight * direct_xdlm_loss(logits.view(B * L, V), noisy.view(-1), clean.view(-1),
-                                     alpha[:, None].expand(B, L).reshape(-1), k1, tiny_tokenizer.mask_token_id)
+                                     alpha[:, None].expand(B, L).reshape(-1), k1, mask_id)
     torch.testing.assert_close(loss.double(), want, rtol=2e-5, atol=1e-8)
 
 
