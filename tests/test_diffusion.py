@@ -224,8 +224,8 @@ def test_float32_within_1e5_of_float64_for_alpha_1e4_to_1_minus_1e4():
 
 def test_bf16_logits_are_scored_in_float32():
     """bf16 logits: the loss is computed in float32 from the exact (upcast) bf16 values, so it is within the
-    float32 accuracy (1e-5 relative, as above) of a float64 computation on the same values; a softmax in bf16 would
-    be off by ~1e-2."""
+    float32 accuracy (1e-5 relative, as above) of a float64 computation on the same values; computed in bf16 it
+    is off by up to 5e-3."""
     logits, noisy, clean, alpha = random_batch(0.1, dtype=torch.bfloat16, vocab=512, mask_id=511)
     got = xdlm_loss(logits, noisy, clean, alpha, 0.1, 511)
     want = xdlm_loss(logits.double(), noisy, clean, alpha, 0.1, 511)
