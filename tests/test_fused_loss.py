@@ -87,8 +87,8 @@ def test_fused_bf16_weight_gradient_accumulates_in_float32(upstream):
     got.backward(scale)
     assert got.dtype == torch.float32 and w.grad.dtype == torch.bfloat16
     with torch.no_grad():
-        bf16_logits = reference(hidden, weight, None, noisy, clean, alpha, 0.1, None)
-    assert torch.allclose(got, bf16_logits, rtol=1e-3, atol=1e-5)
+        want = reference(hidden, weight, None, noisy, clean, alpha, 0.1, None)  # xdlm_loss of the bf16 logits
+    assert torch.allclose(got, want, rtol=1e-3, atol=1e-5)
     w64 = weight.double().requires_grad_()
     reference(hidden.double(), w64, None, noisy, clean, alpha, 0.1, None).backward(scale.double())
     exact = w64.grad  # [V, D]

@@ -1,4 +1,4 @@
-"""generate(): the remasking sampler with XDLM refinement and the ancestral sampler (issue 4, DESIGN §4)."""
+"""generate(): the remasking sampler with XDLM refinement and the ancestral sampler (docs/sampling.md)."""
 
 import importlib.util
 import math
@@ -40,7 +40,7 @@ class Boost(nn.Module):
 
 def reference_llada(model, prompt, steps, gen_length, block_length, mask_id, cfg_scale=0.0):
     """An independent step-by-step LLaDA low-confidence sampler (temperature 0, one row at a time, float64
-    softmax), with the mask logit excluded as DESIGN §4 requires."""
+    softmax), with the mask logit excluded (the model never predicts the mask)."""
     B, P = prompt.shape
     x = torch.cat([prompt, torch.full((B, gen_length), mask_id)], dim=1)
     num_blocks = gen_length // block_length

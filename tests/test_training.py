@@ -1,4 +1,4 @@
-"""Training (issue 5), in-process: recipe parsing, data pipeline, the XDLMTrainer loss against independent
+"""Training, in-process: recipe parsing, data pipeline, the XDLMTrainer loss against independent
 references, SFT masking, LoRA, gradient-accumulation normalisation, resume, and bad inputs.
 The DeepSpeed runs (one and two processes) are in test_training_zero3.py."""
 
@@ -183,7 +183,7 @@ def test_mdlm_objective_equals_llada_masked_loss(tiny_model, tiny_tokenizer, cor
     masked = noisy == tiny_tokenizer.mask_token_id
     assert torch.equal(noisy[~masked], clean[~masked])  # k1 = 0: no uniform noise
     logits = tiny_model(noisy).logits
-    logits[..., tiny_tokenizer.mask_token_id] = float("-inf")  # the model never predicts the mask (DESIGN §3)
+    logits[..., tiny_tokenizer.mask_token_id] = float("-inf")  # the model never predicts the mask
     token_loss = F.cross_entropy(logits[masked], clean[masked], reduction="none") / p_mask[:, None].expand_as(noisy)[masked]
     torch.testing.assert_close(loss, token_loss.sum() / clean.numel(), rtol=1e-5, atol=1e-6)
 
