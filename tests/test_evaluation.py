@@ -24,9 +24,11 @@ def sequence(tiny_tokenizer):
     return torch.tensor([ids]), target_mask
 
 
-def exact_mdlm_nelbo(model, input_ids, target_mask) -> float:
-    """The k1 = 0 bound by enumeration: sum over non-empty masked subsets S of the T targets of
-    (|S| - 1)! (T - |S|)! / T! * sum_{i in S} -log p(x_i | x with S masked), the mask id excluded from p."""
+def mdlm_sample_distribution(model, input_ids, target_mask) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every value the k1 = 0 estimator can draw for one row, and its probability, by enumeration: the masked set S
+    (|S| uniform on 1..T, then S uniform among the subsets of that size of the T targets) has probability
+    1 / (T C(T, |S|)) and value T / |S| * sum_{i in S} -log p(x_i | x with S masked), the mask id excluded from p.
+    Returns (values, probabilities), float64 [2^T - 1] each."""
     mask_id = model.config.mask_token_id
     positions = target_mask[0].nonzero().squeeze(1).tolist()
     T = len(positions)
@@ -38,12 +40,16 @@ def exact_mdlm_nelbo(model, input_ids, target_mask) -> float:
         logits = model(noisy).logits.double()
     logits[..., mask_id] = -math.inf
     logp = logits.log_softmax(-1).gather(-1, input_ids.expand_as(noisy)[..., None]).squeeze(-1)  # [2^T - 1, L]
-    total = 0.0
-    for row, subset in enumerate(subsets):
-        n = len(subset)
-        weight = math.factorial(n - 1) * math.factorial(T - n) / math.factorial(T)
-        total += weight * -logp[row, list(subset)].sum().item()
-    return total
+    values = torch.tensor([T / len(s) * -logp[row, list(s)].sum().item() for row, s in enumerate(subsets)],
+                          dtype=torch.float64)
+    probs = torch.tensor([1 / (T * math.comb(T, len(s))) for s in subsets], dtype=torch.float64)
+    return values, probs
+
+
+def exact_mdlm_nelbo(model, input_ids, target_mask) -> float:
+    """The k1 = 0 bound: the mean of the estimator's values under their probabilities."""
+    values, probs = mdlm_sample_distribution(model, input_ids, target_mask)
+    return float((probs * values).sum())
 
 
 def test_estimators_converge_to_the_exact_bound_and_agree_at_k1_0(tiny_model, sequence):
@@ -206,15 +212,30 @@ def test_loglikelihood_is_deterministic_and_checks_greedy(checkpoint):
     assert ll_greedy < 0 and ll_other < 0
 
 
-def test_loglikelihood_rolling_sums_windows(checkpoint):
+def test_loglikelihood_rolling_is_the_sum_of_the_bounds_of_disjoint_windows(checkpoint):
+    """max_length 8: the text's N tokens are scored in windows of 7 (the last may be shorter), each after the
+    tokens that precede it (the BOS token for the first), as many as fill the window's 8 positions. Expected: minus
+    the sum of each window's exact k1 = 0 bound (by enumeration). The estimate of each window is a mean of mc_num
+    samples whose variance (stratified) is at most the variance of one unstratified sample / mc_num, also by
+    enumeration: the total must lie within 5 such standard errors, which is far less than any one window's value."""
     text = "This module provides regular expression matching operations similar to those found in Perl."
-    lm = make_lm(checkpoint, max_length=12, mc_num=4)
+    lm = make_lm(checkpoint, max_length=8, gen_length=4, mc_num=128, batch_size=128)
     (total,) = lm.loglikelihood_rolling([Instance("loglikelihood_rolling", {}, (text,), 0)])
     ids = lm._encode(text)
-    windows = math.ceil(len(ids) / 11)
-    assert windows > 1 and total < 0
-    per_token = -total / len(ids)
-    assert 0.5 * math.log(len(lm.tokenizer)) < per_token < 3 * math.log(len(lm.tokenizer))  # a random model
+    padded = [lm.tokenizer.bos_token_id] + ids
+    bounds, variance = [], 0.0
+    for start in range(0, len(ids), 7):
+        target = ids[start : start + 7]
+        context = padded[: start + 1][-(8 - len(target)):]
+        row = torch.tensor([context + target])
+        target_mask = torch.zeros_like(row, dtype=torch.bool)
+        target_mask[0, len(context):] = True
+        values, probs = mdlm_sample_distribution(lm.model, row, target_mask)
+        bounds.append(float((probs * values).sum()))
+        variance += float((probs * values**2).sum()) - bounds[-1] ** 2
+    se = math.sqrt(variance / 128)
+    assert len(bounds) >= 3 and 5 * se < min(bounds)
+    assert abs(total - -sum(bounds)) < 5 * se, (total, -sum(bounds), se)
 
 
 @pytest.mark.parametrize(

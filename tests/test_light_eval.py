@@ -114,6 +114,31 @@ def test_gen_ppl_of_a_uniform_evaluator_is_its_vocabulary_size(scripts, tiny_con
     assert ppl == pytest.approx(tiny_config.embedding_size, rel=1e-5)
 
 
+def test_gen_ppl_of_a_sharp_one_layer_evaluator_matches_prefix_by_prefix_scoring(scripts, tiny_config, tiny_tokenizer):
+    """Gen-PPL = exp(total NLL / scored tokens), each token scored given only the tokens before it. With one layer a
+    bidirectional forward of the prefix ids[:i] gives at its last position exactly the causal prediction of
+    ids[i], so the expected value is computed prefix by prefix without causal attention. The LM head is scaled
+    (logits std ~3) so that the evaluator is far from uniform and seeing the next token changes its score (by ~20%
+    here); two texts of different lengths in one batch check that padding is not scored."""
+    eval_gen_ppl = scripts("eval_gen_ppl")
+    tiny_config.n_layers = 1
+    torch.manual_seed(0)
+    evaluator = LLaDAModelLM(tiny_config).eval()
+    with torch.no_grad():
+        evaluator.get_output_embeddings().weight.mul_(20)
+    texts = ["The module returns a list.", "Open the file and read every line of it."]
+    nll, tokens = 0.0, 0
+    for text in texts:
+        ids = [tiny_tokenizer.bos_token_id] + tiny_tokenizer(text, add_special_tokens=False)["input_ids"]
+        for i in range(1, len(ids)):
+            with torch.no_grad():
+                logits = evaluator(torch.tensor([ids[:i]])).logits[0, -1].double()  # [V] prediction of ids[i]
+            nll -= logits.log_softmax(-1)[ids[i]].item()
+            tokens += 1
+    ppl = eval_gen_ppl.gen_ppl(evaluator, tiny_tokenizer, texts, batch_size=2)
+    assert ppl == pytest.approx(math.exp(nll / tokens), rel=1e-5)
+
+
 @pytest.mark.parametrize("sampler", ["ancestral", "remask"])
 def test_measure_reports_gen_ppl_and_entropy_for_both_samplers(scripts, tiny_model, tiny_config, tiny_tokenizer,
                                                                sampler):

@@ -1,6 +1,6 @@
-"""The light recipes (LM1B, OpenWebText, CIFAR-10 pixels, digits) parse with the paper's settings and train 2 steps
-through the real entry point on a tiny stand-in (tiny model, tokenizer built from a tiny corpus or the pixel
-tokenizer, local data), offline."""
+"""The light recipes (LM1B, OpenWebText, CIFAR-10 pixels, digits) parse with the paper's settings and train 16
+steps through the real entry point on a tiny stand-in (tiny model, tokenizer built from a tiny corpus or the pixel
+tokenizer, local data), offline, lowering the validation NELBO."""
 
 import json
 import os
@@ -25,12 +25,15 @@ def parse(name: str, *overrides: str):
 
 
 def tiny_run_overrides(tmp_path, train_file, eval_file, block_size, tokenizer=""):
-    """CLI overrides that keep each recipe's objective/schedule/optimiser but make the run tiny, local and CPU."""
+    """CLI overrides that keep each recipe's objective/schedule/optimiser and learning rate but make the run tiny,
+    local and CPU: 16 steps without warm-up (the recipes' 100-2500 warm-up steps would keep the learning rate
+    near 0 for a short run)."""
     return [
         "--model_config", TINY_MODEL, "--tokenizer_name_or_path", tokenizer, "--tokenizer_vocab_size", "300",
         "--data_files", str(train_file), "--eval_data_files", str(eval_file), "--eval_rows", "0",
-        "--block_size", str(block_size), "--max_steps", "2", "--per_device_train_batch_size", "2",
-        "--gradient_accumulation_steps", "1", "--per_device_eval_batch_size", "8", "--output_dir", str(tmp_path / "out"),
+        "--block_size", str(block_size), "--max_steps", "16", "--warmup_steps", "0",
+        "--per_device_train_batch_size", "2", "--gradient_accumulation_steps", "1", "--per_device_eval_batch_size", "8",
+        "--output_dir", str(tmp_path / "out"),
         "--use_cpu", "true", "--bf16", "false", "--report_to", "none", "--dataloader_num_workers", "0",
         "--eval_strategy", "no", "--save_strategy", "no", "--disable_tqdm", "true",
     ]
@@ -46,13 +49,15 @@ def text_files(tmp_path, corpus_texts):
     return paths
 
 
-def train_two_steps(argv, monkeypatch):
+def train_briefly(argv, monkeypatch):
+    """Run the recipe; the validation NELBO (same noise seed before and after) must fall by at least 1%. Measured
+    falls: 1.6% (text recipes), 4.2% (CIFAR-10 stand-in), 12% (digits); gradient ascent raises it."""
     from llada_xdlm.training.train import main
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     metrics = main(argv)
     assert np.isfinite(metrics["train_loss"])
-    assert metrics["nelbo_after"] < metrics["nelbo_before"] + 0.5  # evaluated before and after, both finite
+    assert metrics["nelbo_after"] < 0.99 * metrics["nelbo_before"], metrics
     return metrics
 
 
@@ -105,29 +110,31 @@ def test_image_recipes_are_one_image_plus_eos_per_block():
 
 
 @pytest.mark.parametrize("name", ["lm1b_small", "owt_small"])
-def test_text_recipe_trains_two_steps_on_a_tiny_stand_in(name, tmp_path, text_files, monkeypatch):
-    train_two_steps([recipe(name), *tiny_run_overrides(tmp_path, *text_files, block_size=32),
+def test_text_recipe_lowers_the_validation_nelbo_on_a_tiny_stand_in(name, tmp_path, text_files, monkeypatch):
+    train_briefly([recipe(name), *tiny_run_overrides(tmp_path, *text_files, block_size=32),
                      "--streaming", "false"], monkeypatch)
     assert (tmp_path / "out" / "config.json").exists()
 
 
-def test_digits_recipe_trains_two_steps_on_real_digits(tmp_path, monkeypatch):
+def test_digits_recipe_lowers_the_validation_nelbo_on_real_digits(tmp_path, monkeypatch):
     images, _ = digits_levels(16)
     data = tmp_path / "digits16"
     write_image_corpus(images[:300], images[300:340], 16, str(data))
     argv = tiny_run_overrides(tmp_path, data / "train.jsonl", data / "validation.jsonl", block_size=65,
                               tokenizer=str(data / "tokenizer"))
-    train_two_steps([recipe("digits_small"), *argv], monkeypatch)
+    train_briefly([recipe("digits_small"), *argv], monkeypatch)
     config = json.loads((tmp_path / "out" / "config.json").read_text())
     assert config["embedding_size"] == 3 + 16 and config["k1"] == 0.1
 
 
-def test_cifar10_recipe_trains_two_steps_on_tiny_256_level_images(tmp_path, monkeypatch):
+def test_cifar10_recipe_lowers_the_validation_nelbo_on_tiny_256_level_images(tmp_path, monkeypatch):
     rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, size=(40, 4, 4, 3))  # stand-in for 32x32x3 CIFAR-10 pixels: 48 tokens each
+    # stand-in for 32x32x3 CIFAR-10 pixels: 48 tokens each, 256 grey levels of which only every 16th occurs (a
+    # pattern 16 steps can learn; uniform random pixels have none)
+    images = rng.integers(0, 16, size=(40, 4, 4, 3)) * 16
     data = tmp_path / "pixels"
     write_image_corpus(images[:32], images[32:], 256, str(data))
     argv = tiny_run_overrides(tmp_path, data / "train.jsonl", data / "validation.jsonl", block_size=49,
                               tokenizer=str(data / "tokenizer"))
-    train_two_steps([recipe("cifar10_pixels"), *argv], monkeypatch)
+    train_briefly([recipe("cifar10_pixels"), *argv], monkeypatch)
     assert json.loads((tmp_path / "out" / "config.json").read_text())["embedding_size"] == 3 + 256

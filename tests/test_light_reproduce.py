@@ -2,6 +2,7 @@
 through the real trainer, PPL bound, Gen-PPL, digits FID, markdown report and plot) at toy size."""
 
 import importlib.util
+import json
 import math
 import os
 
@@ -11,7 +12,7 @@ SCRIPTS = os.path.join(os.path.dirname(__file__), "..", "scripts")
 
 
 @pytest.mark.slow
-def test_reproduce_small_smoke_writes_the_report_and_plot(tmp_path, monkeypatch):
+def test_reproduce_small_smoke_reports_its_measured_numbers(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(SCRIPTS)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     spec = importlib.util.spec_from_file_location("reproduce_small", os.path.join(SCRIPTS, "reproduce_small.py"))
@@ -28,7 +29,27 @@ def test_reproduce_small_smoke_writes_the_report_and_plot(tmp_path, monkeypatch)
         assert [g["steps"] for g in m["gen"]] == [2, 4]
         assert all(g["gen_ppl"] > 1 and g["entropy"] > 0 for g in m["gen"])
     assert all(math.isfinite(v) for row in results["digits"].values() for v in row["fid"].values())
-    doc = (tmp_path / "work" / "small_scale.md").read_text()  # --smoke writes the doc into the work dir
-    assert "| XDLM | 0.1 |" in doc and "FID 54.1" in doc and "--smoke" in doc
+    # --smoke writes the doc into the work dir; its tables must show the measured numbers, as rounded there
+    doc = (tmp_path / "work" / "small_scale.md").read_text()
+    text_part, digits_part = doc.split("## Images")
+    assert "--smoke" in text_part.splitlines()[2]  # the command that measured them
+    for m in models.values():
+        cells = table_row(text_part, m["name"])  # k1, PPL bound (NELBO +- se), Gen-PPL / entropy per steps
+        assert float(cells[1]) == m["k1"]
+        assert float(cells[2].split()[0]) == pytest.approx(m["bound"]["ppl_bound"], abs=0.005)
+        for g, gen_ppl, entropy in zip(m["gen"], cells[3::2], cells[4::2]):
+            assert float(gen_ppl) == pytest.approx(g["gen_ppl"], abs=0.05)
+            assert float(entropy) == pytest.approx(g["entropy"], abs=0.005)
+    for r in results["digits"].values():
+        cells = table_row(digits_part, r["name"])  # k1, validation NELBO, FID per steps
+        assert float(cells[2]) == pytest.approx(r["val_nelbo"], abs=5e-4)
+        assert [float(c) for c in cells[3:]] == pytest.approx(list(r["fid"].values()), abs=0.005)
     assert (tmp_path / "work" / "small_scale.png").stat().st_size > 10_000
-    assert (tmp_path / "work" / "results.json").exists()
+    saved = json.loads((tmp_path / "work" / "results.json").read_text())
+    assert saved == json.loads(json.dumps(results))
+
+
+def table_row(markdown: str, name: str) -> list[str]:
+    """The cells of the first markdown table row whose first cell is `name`."""
+    line = next(line for line in markdown.splitlines() if line.startswith(f"| {name} |"))
+    return [cell.strip() for cell in line.strip().strip("|").split("|")]

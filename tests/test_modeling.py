@@ -114,7 +114,7 @@ def test_meta_device_8b_model_has_official_parameter_count_and_state_dict(tmp_pa
     assert {k: tuple(v.shape) for k, v in state.items()} == expected
 
 
-# --- an independent reference forward, written from the formulas in DESIGN §5 -----------------------------------
+# --- an independent reference forward, written from the architecture's formulas (docs/model.md) ----------------
 
 
 def reference_forward(model: LLaDAModelLM, ids: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""generate(): the remasking sampler with XDLM refinement and the ancestral sampler (issue 4, DESIGN §4)."""
+"""generate(): the remasking sampler with XDLM refinement and the ancestral sampler (docs/sampling.md)."""
 
 import importlib.util
 import math
@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from scipy.stats import chisquare
 from torch.overrides import TorchFunctionMode
 
 from llada_xdlm import SamplerConfig, generate
@@ -39,7 +40,7 @@ class Boost(nn.Module):
 
 def reference_llada(model, prompt, steps, gen_length, block_length, mask_id, cfg_scale=0.0):
     """An independent step-by-step LLaDA low-confidence sampler (temperature 0, one row at a time, float64
-    softmax), with the mask logit excluded as DESIGN §4 requires."""
+    softmax), with the mask logit excluded (the model never predicts the mask)."""
     B, P = prompt.shape
     x = torch.cat([prompt, torch.full((B, gen_length), mask_id)], dim=1)
     num_blocks = gen_length // block_length
@@ -386,6 +387,37 @@ def test_gumbel_sampling_follows_the_softmax(tiny_model, tiny_config):
     p = logits.index_fill(0, torch.tensor([tiny_config.mask_token_id]), -math.inf).double().softmax(0)
     freq = torch.bincount(out[:, -1], minlength=p.numel()).double() / N
     assert ((freq - p).abs() <= 5 * (p * (1 - p) / N).sqrt() + 3 / N).all()
+
+
+class FixedLogits(nn.Module):
+    """A stand-in model that predicts the same logits [V] at every position (config: mask id and V only)."""
+
+    def __init__(self, logits, mask_id):
+        super().__init__()
+        self.logits = logits
+        self.config = SimpleNamespace(mask_token_id=mask_id, vocab_size=logits.numel(), k1=0.0)
+
+    def forward(self, input_ids, attention_mask=None):
+        return SimpleNamespace(logits=self.logits.repeat(*input_ids.shape, 1))  # [B, L, V], writable
+
+
+@pytest.mark.parametrize("temperature", [0.5, 1.0, 2.0])
+def test_one_step_samples_follow_the_softmax_of_logits_over_temperature(temperature):
+    """One step, one position, N identical rows: the drawn tokens are N samples of softmax(logits / T) over the
+    ids other than the mask (whose large logit must be ignored). Pearson's chi-square over the 7 ids (6 degrees of
+    freedom) rejects at p < 1e-6, so a correct sampler fails for one seed in a million. Logits 0..3 in steps of
+    0.5 make softmax(logits / T) very different at T = 0.5, 1 and 2 (a sampler that divides the Gumbel noise by
+    T, i.e. draws from softmax(T * logits), gives p-values below 1e-100 at T != 1)."""
+    N, mask_id = 20000, 7
+    logits = torch.tensor([0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 9.0])  # id 7 is the mask
+    model = FixedLogits(logits, mask_id)
+    prompt = torch.zeros(N, 1, dtype=torch.long)
+    out = generate(model, prompt, steps=1, gen_length=1, temperature=temperature,
+                   generator=torch.Generator().manual_seed(0))
+    p = (logits[:mask_id].double() / temperature).softmax(0)  # [7] the mask id has probability 0
+    counts = torch.bincount(out[:, -1], minlength=8).double()
+    assert counts[mask_id] == 0
+    assert chisquare(counts[:mask_id].numpy(), (N * p).numpy()).pvalue > 1e-6
 
 
 @pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-5), (torch.bfloat16, 1e-5)])

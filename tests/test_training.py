@@ -1,4 +1,4 @@
-"""Training (issue 5), in-process: recipe parsing, data pipeline, the XDLMTrainer loss against independent
+"""Training, in-process: recipe parsing, data pipeline, the XDLMTrainer loss against independent
 references, SFT masking, LoRA, gradient-accumulation normalisation, resume, and bad inputs.
 The DeepSpeed runs (one and two processes) are in test_training_zero3.py."""
 
@@ -57,11 +57,14 @@ def losses(output_dir) -> dict[int, float]:
     return {h["step"]: h["loss"] for h in history if "loss" in h}
 
 
-def make_trainer(model, tokenizer, tmp_path, objective="xdlm", k1=None, mode="pretrain", **train_kwargs):
+def make_trainer(model, tokenizer, tmp_path, objective="xdlm", k1=None, mode="pretrain", schedule="linear",
+                 loss_implementation="fused", **train_kwargs):
     args = TrainingArguments(output_dir=str(tmp_path / "trainer"), use_cpu=True, report_to="none",
                              disable_tqdm=True, **train_kwargs)
+    diffusion_args = DiffusionArguments(objective=objective, k1=k1, schedule=schedule,
+                                        loss_implementation=loss_implementation)
     return XDLMTrainer(
-        model=model, args=args, diffusion_args=DiffusionArguments(objective=objective, k1=k1),
+        model=model, args=args, diffusion_args=diffusion_args,
         mask_token_id=tokenizer.mask_token_id,
         data_collator=XDLMCollator(tokenizer.eos_token_id, count_padding=mode == "sft"),
     )
@@ -180,21 +183,80 @@ def test_mdlm_objective_equals_llada_masked_loss(tiny_model, tiny_tokenizer, cor
     masked = noisy == tiny_tokenizer.mask_token_id
     assert torch.equal(noisy[~masked], clean[~masked])  # k1 = 0: no uniform noise
     logits = tiny_model(noisy).logits
-    logits[..., tiny_tokenizer.mask_token_id] = float("-inf")  # the model never predicts the mask (DESIGN §3)
+    logits[..., tiny_tokenizer.mask_token_id] = float("-inf")  # the model never predicts the mask
     token_loss = F.cross_entropy(logits[masked], clean[masked], reduction="none") / p_mask[:, None].expand_as(noisy)[masked]
     torch.testing.assert_close(loss, token_loss.sum() / clean.numel(), rtol=1e-5, atol=1e-6)
 
 
+def direct_xdlm_loss(logits, noisy, clean, alpha, k1, mask_id):
+    """The per-token XDLM loss [N] written directly on the V axis in float64, without the package's per-token
+    statistics (test_diffusion.py checks the package's closed form against the KL limit of the Bayes posteriors):
+    with r(e) = k1 / V + (1 - k1) [e = m], the model's p (mask excluded), f_x = alpha onehot(x) + (1 - alpha) r and
+    f_p = alpha p + (1 - alpha) r,
+    L = r(z) / (alpha f_x(z)) * (f_x(z) / f_p(z) - 1 - log(f_x(z) / f_p(z)) + sum_e f_x(e) log(f_x(e) / f_p(e))).
+    logits [N, V], noisy / clean [N], alpha [N]."""
+    V = logits.shape[-1]
+    p = logits.double().index_fill(-1, torch.tensor([mask_id]), float("-inf")).softmax(-1)  # [N, V]
+    r = torch.full((V,), k1 / V, dtype=torch.float64)
+    r[mask_id] += 1 - k1
+    a = alpha.double()[:, None]  # [N, 1]
+    f_x = a * F.one_hot(clean, V).double() + (1 - a) * r  # [N, V]
+    f_p = a * p + (1 - a) * r
+    kl = torch.where(f_x > 0, f_x * (f_x / f_p).log(), 0.0).sum(-1)  # [N]
+    ratio = (f_x.gather(-1, noisy[:, None]) / f_p.gather(-1, noisy[:, None])).squeeze(-1)
+    return r[noisy] / (a[:, 0] * f_x.gather(-1, noisy[:, None]).squeeze(-1)) * (ratio - 1 - ratio.log() + kl)
+
+
+FIXED_T = torch.tensor([0.15, 0.4, 0.65, 0.9])  # one t per row of packed_batch; none 0.5, where alpha = t
+
+
 @pytest.mark.parametrize("implementation", ["fused", "unfused"])
-def test_xdlm_with_k1_zero_equals_mdlm(tiny_model, tiny_tokenizer, corpus_texts, tmp_path, implementation):
+@pytest.mark.parametrize("objective, k1, schedule", [
+    ("mdlm", 0.0, "linear"), ("xdlm", 0.1, "loglinear"), ("xdlm", 0.5, "linear"), ("udlm", 1.0, "loglinear"),
+])
+def test_trainer_loss_is_the_xdlm_loss_at_each_rows_alpha_times_the_schedule_weight(
+        tiny_model, tiny_tokenizer, corpus_texts, tmp_path, monkeypatch, spy_noise, objective, k1, schedule,
+        implementation):
+    """per_token_loss at t = FIXED_T against direct_xdlm_loss on the model's logits for the noisy ids the trainer
+    drew, at alpha = 1 - t, weight 1 (linear) or alpha = 1 - (1 - eps) t, weight 1 - eps (log-linear, eps = 1e-3).
+    Both are float32 computations of the same logits: rtol 2e-5 (the loss's float32 accuracy is 1e-5)."""
+    monkeypatch.setattr(diffusion, "sample_t", lambda batch, **kwargs: FIXED_T[:batch].clone())
+    given_k1 = k1 if objective == "xdlm" else None  # mdlm / udlm fix k1 themselves
+    trainer = make_trainer(tiny_model, tiny_tokenizer, tmp_path, objective=objective, k1=given_k1, schedule=schedule,
+                           loss_implementation=implementation)
     batch = packed_batch(tiny_tokenizer, corpus_texts)
-    values = []
-    for objective, k1 in [("xdlm", 0.0), ("mdlm", None)]:
-        trainer = make_trainer(tiny_model, tiny_tokenizer, tmp_path, objective=objective, k1=k1)
-        trainer.diffusion_args.loss_implementation = implementation
-        torch.manual_seed(0)
-        values.append(trainer.compute_loss(tiny_model, batch))
-    torch.testing.assert_close(values[0], values[1], rtol=0, atol=0)
+    loss, counted = trainer.per_token_loss(tiny_model, batch)
+    assert trainer.diffusion_args.k1 == k1 and bool(counted.all())
+    eps = 1e-3 if schedule == "loglinear" else 0.0
+    alpha, weight = 1 - (1 - eps) * FIXED_T.double(), 1 - eps  # [B], scalar
+    noisy, clean = spy_noise["noisy"], batch["input_ids"]  # [B, L]
+    assert torch.allclose(spy_noise["alpha"].double(), alpha)
+    mask_id = tiny_tokenizer.mask_token_id
+    assert k1 == 1 or bool((noisy == mask_id).any())  # masked tokens are scored ...
+    assert k1 == 0 or bool(((noisy != clean) & (noisy != mask_id)).any())  # ... and so are uniformly noised ones
+    with torch.no_grad():
+        logits = tiny_model(noisy).logits  # [B, L, V]
+    B, L, V = logits.shape
+    want = weight * direct_xdlm_loss(logits.view(B * L, V), noisy.view(-1), clean.view(-1),
+                                     alpha[:, None].expand(B, L).reshape(-1), k1, mask_id)
+    torch.testing.assert_close(loss.double(), want, rtol=2e-5, atol=1e-8)
+
+
+def test_ar_objective_is_the_shifted_cross_entropy(tiny_model, tiny_tokenizer, corpus_texts, tmp_path):
+    """objective ar: the loss of position i is -log p(labels[i + 1] | tokens <= i) under the causal model, one
+    value per counted next token (labels != -100), in row-major order; written here as a loop over positions."""
+    batch = packed_batch(tiny_tokenizer, corpus_texts)
+    batch["labels"][0, :5] = -100  # a prompt: its tokens are context only
+    batch["labels"][2, 40:] = -100
+    trainer = make_trainer(tiny_model, tiny_tokenizer, tmp_path, objective="ar")
+    loss, counted = trainer.per_token_loss(tiny_model, batch)
+    with torch.no_grad():
+        logits = tiny_model(batch["input_ids"], is_causal=True).logits.double()  # [B, L, V]
+    labels = batch["labels"]
+    want = [-logits[b, i].log_softmax(-1)[labels[b, i + 1]] for b in range(labels.shape[0])
+            for i in range(labels.shape[1] - 1) if labels[b, i + 1] != -100]
+    assert int(counted.sum()) == len(want) == labels.numel() - labels.shape[0] - 4 - 24
+    torch.testing.assert_close(loss.double(), torch.stack(want), rtol=1e-5, atol=1e-6)
 
 
 def test_sft_prompt_is_never_noised_and_not_in_the_loss(tiny_model, tiny_tokenizer, tmp_path, spy_noise):
