@@ -1,7 +1,7 @@
 """GPU acceptance: one command that measures what CPUs cannot show and judges it against fixed thresholds.
 
-    python scripts/gpu_acceptance.py OUT_DIR            # LLaDA-8B shapes on a CUDA GPU (about 3-4 minutes on an H200)
-    python scripts/gpu_acceptance.py OUT_DIR --tiny     # the same code at toy shapes (CPU, or CUDA as a smoke test)
+    python scripts/gpu_acceptance.py OUT_DIR            # LLaDA-8B shapes on a CUDA GPU (estimated 3-4 minutes, H200)
+    python scripts/gpu_acceptance.py OUT_DIR --tiny     # the same code at toy shapes (CPU: a minute or two)
 
 Five independent sections; an error in one is recorded as its FAIL and the others still run:
 1. model numerics: bf16 logits (sdpa, and flash-attn when importable) against float32 on the same random weights,
@@ -16,7 +16,8 @@ Five independent sections; an error in one is recorded as its FAIL and the other
 5. environment: versions, the GPU, flash-attn, DeepSpeed's accelerator and ops.
 
 Writes OUT_DIR/gpu_report.json and OUT_DIR/gpu_report.md (plus the training runs' logs), prints a one-screen summary
-and exits 1 when any check fails. Thresholds and the time budget are explained in docs/gpu.md.
+on stdout (progress and libraries' output go to stderr) and exits 1 when any check fails. Thresholds and the time
+budget are explained in docs/gpu.md.
 """
 
 import argparse
@@ -157,8 +158,9 @@ class Section:
         self.checks.append(Check(name, shown, status, threshold, float(value)))
 
     def require(self, name: str, ok: bool, shown: str, judged: bool = True):
+        """PASS when ok; INFO when not judged in this run (e.g. a GPU requirement in a --tiny run on CPU)."""
         self.checks.append(Check(name, shown, ("PASS" if ok else "FAIL") if judged else "INFO",
-                                 "required" + ("" if judged else " (full run)")))
+                                 "required" + ("" if judged else " (full shapes)")))
 
     def info(self, name: str, shown: str, value: float | None = None):
         self.checks.append(Check(name, shown, "INFO", "", value))
@@ -186,7 +188,8 @@ def write_reports(out_dir: Path, header: dict, sections: list[Section]) -> None:
     lines += [f"- {key}: {value}" for key, value in header.items() if key != "machine"]
     lines += [f"- machine: {header['machine']}", f"- verdict: **{verdict(sections)}**", ""]
     for s in sections:
-        lines += [f"## {s.number}. {s.title}: {s.status} ({s.seconds:.1f} s)", "", f"Shape: {s.shape or 'not reached'}", ""]
+        lines += [f"## {s.number}. {s.title}: {s.status} ({s.seconds:.1f} s)", ""]
+        lines += [f"Shape: {s.shape or 'not reached'}", ""]
         lines += ["| check | value | threshold | status |", "| --- | --- | --- | --- |"]
         lines += [f"| {c.name} | {c.shown} | {c.threshold} | {c.status} |" for c in s.checks]
         if s.error:
@@ -421,7 +424,8 @@ def check_training(section: Section, shapes: Shapes, device: torch.device, tiny:
             raise FileNotFoundError(f"{path} is missing: run from a checkout of llada-xdlm (or pass --corpus).")
     texts = [json.loads(line)["text"] for line in train_file.read_text().splitlines() if line.strip()]
     tokenizer = build_tokenizer(texts, shapes.train_vocab)
-    specials = {key: getattr(tokenizer, key) for key in ("mask_token_id", "bos_token_id", "eos_token_id", "pad_token_id")}
+    specials = {key: getattr(tokenizer, key)
+                for key in ("mask_token_id", "bos_token_id", "eos_token_id", "pad_token_id")}
     config = LLaDAConfig(vocab_size=len(tokenizer), embedding_size=len(tokenizer), **specials, **shapes.train_model)
     work = Path(tempfile.mkdtemp(prefix="gpu_acceptance_train_"))
     try:
@@ -438,8 +442,8 @@ def check_training(section: Section, shapes: Shapes, device: torch.device, tiny:
                          f"V {len(tokenizer)}), {steps} steps x {B} x {L} tokens, XDLM k1 0.1, fused loss, "
                          f"activation checkpointing, {'bf16' if device.type == 'cuda' else 'float32'}")
         # transformers renamed gradient_checkpointing; take the name this version has
-        checkpointing = ("activation_checkpointing" if "activation_checkpointing" in TrainingArguments.__dataclass_fields__
-                         else "gradient_checkpointing")
+        fields = TrainingArguments.__dataclass_fields__
+        checkpointing = "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
         common = dict(
             model_name_or_path=str(work / "init"), dtype="float32", attn_implementation="sdpa",
             data_files=[str(train_file)], eval_data_files=[str(eval_file)], block_size=L, random_length_prob=0.0,
@@ -451,7 +455,8 @@ def check_training(section: Section, shapes: Shapes, device: torch.device, tiny:
             **(dict(bf16=True) if device.type == "cuda" else dict(use_cpu=True)),
         )
         base_env = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-        distributed = dict(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
+        distributed = dict(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
+                           MASTER_PORT=str(free_port()))
         runs = {}
         for name, extra, environ in (
             ("zero3", dict(deepspeed=str(DEEPSPEED_CONFIGS[device.type]),
@@ -480,7 +485,8 @@ def check_training(section: Section, shapes: Shapes, device: torch.device, tiny:
             section.info(f"{label}: peak memory", gib(runs[name]["peak_bytes"]), runs[name]["peak_bytes"])
         zero3, plain = section.metrics["zero3"]["losses"], section.metrics["plain"]["losses"]
         if len(zero3) != steps or len(plain) != steps:
-            raise RuntimeError(f"expected {steps} logged losses per run, got {len(zero3)} (ZeRO-3), {len(plain)} (plain)")
+            raise RuntimeError(f"expected {steps} logged losses per run, got {len(zero3)} (ZeRO-3) and "
+                               f"{len(plain)} (plain)")
         worst = max(abs(a - b) / abs(b) for a, b in zip(zero3, plain))
         section.judge("ZeRO-3 vs plain loss, worst step (relative)", worst, TRAINING_LOSS_RTOL)
     finally:
@@ -493,8 +499,8 @@ def check_training(section: Section, shapes: Shapes, device: torch.device, tiny:
 def check_sampling(section: Section, shapes: Shapes, device: torch.device, tiny: bool) -> None:
     config = llada_config(shapes)
     P, G, steps = shapes.prompt_length, shapes.gen_length, shapes.sample_steps
-    section.shape = (f"d_model {config.d_model}, {config.n_layers} layers, V {config.embedding_size}, bf16; prompt {P}, "
-                     f"gen {G}, block {shapes.block_length}, {steps} steps (remask at temperature 0), batch "
+    section.shape = (f"d_model {config.d_model}, {config.n_layers} layers, V {config.embedding_size}, bf16; "
+                     f"prompt {P}, gen {G}, block {shapes.block_length}, {steps} steps (remask at temperature 0), batch "
                      f"{' and '.join(map(str, shapes.sample_batches))}")
     model = random_model(config, torch.bfloat16, device)
     forwards = []  # one entry per model forward
@@ -509,8 +515,8 @@ def check_sampling(section: Section, shapes: Shapes, device: torch.device, tiny:
         outputs, rates = {}, []
         for batch in shapes.sample_batches:
             forwards.clear()
-            run = partial(generate, model, prompts[:batch], steps=steps, generator=torch.Generator(device).manual_seed(0),
-                          **common, **mode.kwargs)
+            run = partial(generate, model, prompts[:batch], steps=steps,
+                          generator=torch.Generator(device).manual_seed(0), **common, **mode.kwargs)
             seconds, outputs[batch] = timed(run, device)
             section.metrics[f"{mode.name}, batch {batch}"] = {"seconds": seconds, "forwards": len(forwards),
                                                               "tokens_per_s": batch * G / seconds}
@@ -550,6 +556,14 @@ def flash_attn_status(device: torch.device) -> str:
     return f"{flash_attn.__version__}, usable (vs sdpa {max_relative_error(got, want):.1e})"
 
 
+def deepspeed_op_compatible(builder) -> bool:
+    """DeepSpeed's probe of whether an op could be JIT-built here; a probe that raises (no CUDA toolkit) means no."""
+    try:
+        return bool(builder.is_compatible(verbose=False))
+    except Exception:
+        return False
+
+
 def check_environment(section: Section, shapes: Shapes, device: torch.device, tiny: bool) -> None:
     import transformers
 
@@ -577,7 +591,7 @@ def check_environment(section: Section, shapes: Shapes, device: torch.device, ti
     accelerator = get_accelerator().device_name()
     section.require("DeepSpeed importable", True, deepspeed.__version__)
     section.require("DeepSpeed accelerator is CUDA", accelerator == "cuda", accelerator, judged=not tiny)
-    compatible = [name for name, builder in ALL_OPS.items() if builder.is_compatible(verbose=False)]
+    compatible = [name for name, builder in ALL_OPS.items() if deepspeed_op_compatible(builder)]
     prebuilt = [name for name, built in installed_ops.items() if built]
     section.info("DeepSpeed ops JIT-compatible", f"{len(compatible)}/{len(ALL_OPS)}")
     section.info("DeepSpeed ops prebuilt", ", ".join(prebuilt) or "none")
@@ -595,8 +609,8 @@ SECTIONS = {
 }
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+def parse_args(argv: list[str] | None, prog: str | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0],
                                 epilog="Thresholds, time budget and the latest measured report: docs/gpu.md.")
     p.add_argument("out_dir", type=Path, help="folder for gpu_report.json, gpu_report.md and the training logs")
     p.add_argument("--tiny", action="store_true", help="toy shapes: every section in about a minute on CPU")
@@ -627,12 +641,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the selected sections, write both reports, print the summary; returns 0 if every check passed, else 1."""
-    args = parse_args(argv)
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    """Run the selected sections, write both reports, print the summary; returns 0 if every check passed, else 1.
+    argv defaults to sys.argv[1:]; prog names the command in usage and errors (e.g. "xdlm check-gpu")."""
+    args = parse_args(argv, prog)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     device = torch.device(args.device)
     shapes = TINY if args.tiny else FULL
+    if device.type == "cpu":  # toy shapes gain nothing from threads; spinning OpenMP threads stall a shared CPU
+        os.environ.setdefault("OMP_NUM_THREADS", "1")  # read by the training processes' torch at import
+        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     extra = {3: dict(corpus=args.corpus, out_dir=args.out_dir)}
     started = time.perf_counter()
     sections = []
@@ -656,7 +674,7 @@ def main(argv: list[str] | None = None) -> int:
             torch.cuda.empty_cache()
     header = {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "command": " ".join([Path(sys.argv[0]).name, *(sys.argv[1:] if argv is None else argv)]),
+        "command": " ".join([prog or Path(sys.argv[0]).name, *(sys.argv[1:] if argv is None else argv)]),
         "shapes": "tiny" if args.tiny else "full",
         "device": args.device,
         "machine": machine_description(device),

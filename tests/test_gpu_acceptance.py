@@ -23,7 +23,7 @@ def test_tiny_run_writes_both_reports_and_a_forced_failure_leaves_the_other_sect
     """One run (~75 s on 2 busy cores; two training processes dominate): section 2 is forced to fail after its
     measurements, every other section must still run and pass."""
     out = tmp_path / "report"
-    environ = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
+    environ = {**os.environ, "TOKENIZERS_PARALLELISM": "false",
                "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run([sys.executable, "scripts/gpu_acceptance.py", str(out), "--tiny", "--device", "cpu",
                            "--fail-section", "2"], cwd=REPO, env=environ, capture_output=True, text=True, timeout=600)
