@@ -54,7 +54,8 @@ DEEPSPEED_CONFIGS = {"cuda": REPO / "recipes" / "accelerate" / "ds_zero3.json",
                      "cpu": REPO / "recipes" / "accelerate" / "ds_zero3_cpu_test.json"}
 
 # Thresholds (docs/gpu.md says why). Relative errors are max |got - want| / max |want| over the whole tensor.
-BF16_RTOL = 2e-2  # bf16 against float32 logits; bf16 padded against unpadded rows; fused against unfused in bf16
+BF16_LOGITS_RTOL = 5e-2  # bf16 against float32 logits, and bf16 padded against unpadded rows (4 random layers)
+FUSED_RTOL = 2e-2  # fused against unfused loss and gradients, both bf16
 FLOAT32_PADDING_RTOL = 1e-4  # float32 padded against unpadded rows (rotary positions shift by the padding)
 FUSED_MEMORY_RATIO = 0.25  # fused / unfused peak memory above the inputs
 FUSED_TIME_RATIO = 1.2  # fused / unfused time: no more than 20% slower
@@ -276,7 +277,9 @@ def check_model_numerics(section: Section, shapes: Shapes, device: torch.device,
     B, L, P = shapes.numerics_batch, shapes.numerics_length, shapes.numerics_padding
     section.shape = (f"batch {B} x {L} tokens (+{P} left padding), d_model {config.d_model}, {config.n_heads} heads, "
                      f"mlp {config.mlp_hidden_size}, {config.n_layers} layers, V {config.embedding_size}")
-    model = random_model(config, torch.float32, device)
+    # Weights rounded to bf16 values (as in LLaDA-8B's checkpoint): the float32 reference then computes on exactly
+    # the weights the bf16 run uses, and the difference is bf16 arithmetic alone.
+    model = random_model(config, torch.float32, device).to(torch.bfloat16).float()
     generator = torch.Generator(device).manual_seed(1)
     ids = torch.randint(0, config.mask_token_id, (B, L), generator=generator, device=device)
     padded_ids = torch.cat([ids.new_full((B, P), config.pad_token_id), ids], dim=1)  # [B, P + L]
@@ -306,8 +309,8 @@ def check_model_numerics(section: Section, shapes: Shapes, device: torch.device,
         model.set_attn_implementation(implementation)
         got, padded = logits(model)
         name = implementation.replace("_attention_2", "-attn")
-        section.judge(f"bf16 {name} logits vs float32", max_relative_error(got, reference), BF16_RTOL)
-        section.judge(f"bf16 {name}: padded vs unpadded rows", max_relative_error(padded, got), BF16_RTOL)
+        section.judge(f"bf16 {name} logits vs float32", max_relative_error(got, reference), BF16_LOGITS_RTOL)
+        section.judge(f"bf16 {name}: padded vs unpadded rows", max_relative_error(padded, got), BF16_LOGITS_RTOL)
         del got, padded
 
 
@@ -353,9 +356,9 @@ def check_fused_loss(section: Section, shapes: Shapes, device: torch.device, tin
         section.metrics[name] = {"peak_bytes": peak, "seconds": statistics.median(times), "times": times}
     (loss_u, grad_h_u, grad_w_u), peak_u, time_u = results["unfused"]
     (loss_f, grad_h_f, grad_w_f), peak_f, time_f = results["fused"]
-    section.judge("fused vs unfused: per-token loss", max_relative_error(loss_f, loss_u), BF16_RTOL)
-    section.judge("fused vs unfused: grad of hidden", max_relative_error(grad_h_f, grad_h_u), BF16_RTOL)
-    section.judge("fused vs unfused: grad of LM-head weight", max_relative_error(grad_w_f, grad_w_u), BF16_RTOL)
+    section.judge("fused vs unfused: per-token loss", max_relative_error(loss_f, loss_u), FUSED_RTOL)
+    section.judge("fused vs unfused: grad of hidden", max_relative_error(grad_h_f, grad_h_u), FUSED_RTOL)
+    section.judge("fused vs unfused: grad of LM-head weight", max_relative_error(grad_w_f, grad_w_u), FUSED_RTOL)
     if peak_u is None:
         section.info("peak memory fused / unfused", "n/a on CPU")
     else:
