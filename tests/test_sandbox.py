@@ -26,7 +26,8 @@ from llada_xdlm.evaluation.code_exec import SandboxUnavailableError, check_code_
 
 # Syscall numbers for the evaluator's set-up (asm/unistd_64.h; asm-generic/unistd.h for aarch64).
 SYSCALLS = {
-    "x86_64": {"add_key": 248, "request_key": 249, "keyctl": 250, "unshare": 272, "clone": 56, "clone3": 435},
+    "x86_64": {"add_key": 248, "request_key": 249, "keyctl": 250, "unshare": 272, "clone": 56, "fork": 57,
+               "clone3": 435},
     "aarch64": {"add_key": 217, "request_key": 218, "keyctl": 219, "unshare": 97, "clone": 220, "clone3": 435},
 }
 
@@ -122,9 +123,10 @@ def host(tmp_path):
         listener.setblocking(False)
     sleeper = subprocess.Popen(["sleep", "120"])
     marker = f"xdlm{token[:8]}"  # fits a process name (15 bytes)
-    values = {"token": token, "victim": str(victim), "targets": str(targets), "secret_file": str(tmp_path / "secret.txt"),
-              "tcp_port": tcp.getsockname()[1], "udp_port": udp.getsockname()[1], "unix": f"\\0xdlm-sandbox-test-{token}",
-              "sleeper_pid": sleeper.pid, "marker": marker}
+    values = {"token": token, "victim": str(victim), "targets": str(targets),
+              "secret_file": str(tmp_path / "secret.txt"), "tcp_port": tcp.getsockname()[1],
+              "udp_port": udp.getsockname()[1], "unix": f"\\0xdlm-sandbox-test-{token}", "sleeper_pid": sleeper.pid,
+              "marker": marker}
     yield Host(values, victim, targets, tcp, udp, unix, sleeper)
     for pid in processes_with(marker):  # whatever escaped (only with a broken sandbox)
         os.kill(pid, signal.SIGKILL)
@@ -149,6 +151,11 @@ def no_process_left(host, report):
     assert processes_with(host.values["marker"]) == []
 
 
+def no_process_created(host, report):
+    assert "forked 0" in report["stderr"], report["stderr"]
+    no_process_left(host, report)
+
+
 def sleeper_alive(host, report):
     assert host.sleeper.poll() is None
 
@@ -167,7 +174,7 @@ def listener_got_nothing(host, report):
 
 
 def evaluator_memory_bounded(host, report):
-    assert report["peak_rss_mb"] < 100, report["peak_rss_mb"]  # a bare evaluator peaks near 30 MB
+    assert report["peak_rss_mb"] < 100, report["peak_rss_mb"]  # a bare evaluator peaks near 15 MB
 
 
 def did_not_succeed(host, report):
@@ -216,13 +223,38 @@ if posix.fork() == 0:
 time.sleep(0.5)
 """, no_process_left),
     Escape("fork_bomb", """
-import posix, time
-for _ in range(200):
-    if posix.fork() == 0:
-        posix.closerange(0, 3)
-        posix.execv('/bin/sleep', ['$marker', '60'])
+import posix, sys, time
+forked = 0
+try:
+    for _ in range(200):
+        if posix.fork() == 0:
+            posix.closerange(0, 3)
+            posix.execv('/bin/sleep', ['$marker', '60'])
+        forked += 1
+finally:
+    sys.stderr.write(f'forked {forked}')
 time.sleep(0.5)
-""", no_process_left),
+""", no_process_created),
+    Escape("raw_fork_and_clone_system_calls", """
+import ctypes, posix, sys
+libc = ctypes.CDLL(None)
+forked = 0
+for number, args in $raw_forks:
+    pid = libc.syscall(number, *args)
+    if pid == 0:
+        posix._exit(0)
+    forked += pid > 0
+sys.stderr.write(f'forked {forked}')
+""", no_process_created),
+    *([Escape("fork_through_the_32_bit_system_call_abi", """
+import ctypes, mmap, posix, sys
+code = mmap.mmap(-1, mmap.PAGESIZE, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+code.write(bytes([0xB8, 2, 0, 0, 0, 0xCD, 0x80, 0xC3]))  # mov eax, 2 (i386 fork); int 0x80; ret
+fork32 = ctypes.CFUNCTYPE(ctypes.c_int)(ctypes.addressof(ctypes.c_char.from_buffer(code)))
+if fork32() == 0:
+    posix._exit(0)
+sys.stderr.write('forked 1')
+""", did_not_succeed)] if platform.machine() == "x86_64" else []),
     Escape("kill_the_evaluator", "import os, posix; posix.kill(os.getppid(), 9); posix.kill($evaluator_pid, 9)",
            evaluator_alive),
     Escape("kill_another_process", "import posix; posix.kill($sleeper_pid, 9)", sleeper_alive),
@@ -237,14 +269,17 @@ time.sleep(0.5)
            evaluator_memory_bounded),
     Escape("fill_the_disk_through_the_temp_dir",
            "for i in range(20):\n    open(f'fill{i}', 'wb').write(bytes(15 * 2 ** 20))", did_not_succeed),
-    Escape("open_a_kernel_setting_for_writing", "import posix; posix.close(posix.open('/proc/sys/vm/drop_caches', posix.O_WRONLY))",
-           did_not_succeed),
+    Escape("open_a_kernel_setting_for_writing",
+           "import posix; posix.close(posix.open('/proc/sys/vm/drop_caches', posix.O_WRONLY))", did_not_succeed),
 ]
 
 
 @pytest.mark.parametrize("escape", ESCAPES, ids=[e.name for e in ESCAPES])
 def test_hostile_program_cannot_escape(escape, host):
-    program = string.Template(escape.program).safe_substitute(host.values, **SYSCALLS[platform.machine()])
+    syscalls = SYSCALLS[platform.machine()]
+    raw_forks = [(syscalls["clone"], (int(signal.SIGCHLD), 0, 0, 0, 0))]  # what fork() does, without the C library
+    raw_forks += [(syscalls["fork"], ())] if "fork" in syscalls else []  # aarch64 has no fork system call
+    program = string.Template(escape.program).safe_substitute(host.values, raw_forks=raw_forks, **syscalls)
     secret = f"env-secret-{host.values['token']}"
     report = evaluate(program, timeout=5.0, env={"XDLM_SANDBOX_TEST_SECRET": secret},
                       session_key=f"key-secret-{host.values['token']}")

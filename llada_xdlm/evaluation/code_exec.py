@@ -3,9 +3,9 @@
 Every program runs as `python -I program.py` under bwrap, in its own user, PID, network, mount, IPC and UTS
 namespaces with no capabilities. Its file system holds only the system's programs and libraries and this Python
 installation, read-only, a fresh /proc of its own PID namespace (no process of ours is visible) and a private
-64 MiB working directory in memory. Its environment holds only PATH / HOME / TMPDIR / LANG. A seccomp filter
-refuses to create processes (threads are allowed); the program sets limits it cannot raise again on its memory,
-CPU time and file size before its first line runs. Its stderr goes to an anonymous file, so output is bounded by
+64 MiB working directory in memory. Its environment holds only PATH / HOME / TMPDIR / LANG (and PWD). A seccomp
+filter refuses to create processes (threads are allowed); the program sets limits it cannot raise again on its
+memory, CPU time and file size before its first line runs. Its stderr goes to an anonymous file, so output is bounded by
 the file-size limit, and only its tail is read back. A timeout kills the sandbox's PID 1, and with it everything
 the program is running; the sandbox also dies with the evaluator.
 
@@ -116,7 +116,11 @@ def _working_bwrap() -> str:
     """The first bwrap that runs a program in the sandbox here; SandboxUnavailableError if none does."""
     failures = []
     for bwrap in _bwrap_candidates():
-        result = _run(bwrap, "pass", timeout=60.0, memory_mb=1024)
+        try:
+            result = _run(bwrap, "pass", timeout=60.0, memory_mb=1024)
+        except OSError as e:  # e.g. a binary for another machine
+            failures.append(f"{bwrap}: {e}")
+            continue
         if result.passed:
             return bwrap
         failures.append(f"{bwrap}: {result.status}: {result.stderr.strip() or '(no output)'}")
@@ -145,11 +149,13 @@ def _unavailable_message(failures: list[str]) -> str:
         lines.append("Unprivileged user namespaces are disabled: `sudo sysctl -w kernel.unprivileged_userns_clone=1`.")
     if sysctl("kernel.apparmor_restrict_unprivileged_userns") == "1":
         lines.append("AppArmor lets only programs with a profile create user namespaces (Ubuntu 23.10 and later): "
-                     "`sudo apt install bubblewrap` installs a bwrap that has one.")
+                     "`sudo apt install bubblewrap` (the distribution's bwrap has one) or "
+                     "`sudo sysctl -w kernel.apparmor_restrict_unprivileged_userns=0`.")
     if os.path.exists("/.dockerenv") or os.path.exists("/run/.containerenv"):
-        lines.append("This looks like a container: Docker's and Podman's default seccomp and AppArmor profiles forbid "
-                     "creating namespaces. Run the evaluation on the host or in a VM, or start the container with "
-                     "`--security-opt seccomp=unconfined --security-opt apparmor=unconfined`.")
+        lines.append("This looks like a container: Docker's and Podman's default seccomp profiles refuse to create "
+                     "namespaces. Run the evaluation on the host or in a VM, or start the container with a profile "
+                     "that allows them (Docker: `--security-opt seccomp=unconfined`, on AppArmor hosts also "
+                     "`--security-opt apparmor=unconfined`).")
     lines.append(f"To run generated code WITHOUT isolation instead, set {NO_SANDBOX_ENV}=1 (only inside a "
                  f"disposable container or VM that holds no credentials).")
     return "\n".join(lines)
@@ -279,6 +285,9 @@ def _run(bwrap: str | None, program: str, timeout: float, memory_mb: int) -> Exe
                 pass_fds=(program_fd, seccomp_fd, info_write),
                 start_new_session=True,
             )
+        except OSError:
+            os.close(info_read)
+            raise
         finally:
             for fd in (program_fd, seccomp_fd, info_write):
                 os.close(fd)
