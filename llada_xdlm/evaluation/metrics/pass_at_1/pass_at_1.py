@@ -8,9 +8,10 @@ An `evaluate` metric shipped inside llada-xdlm and loaded by local path, so it w
     metric.compute(predictions=["def add(a, b):\\n    return a + b"], references=["assert add(2, 3) == 5"])
     # {'pass@1': 1.0}
 
-Each program is `prediction + "\\n" + reference`, run by llada_xdlm.evaluation.code_exec.run_programs: a separate
-subprocess per program with a timeout, memory/CPU limits, a temporary working directory and a clean environment.
-It refuses to run unless HF_ALLOW_CODE_EVAL=1.
+Each program is `prediction + "\\n" + reference`, run by llada_xdlm.evaluation.code_exec.run_programs, each in its
+own bubblewrap sandbox (no network, no view of our files, environment or processes, limited memory, CPU time,
+processes and output). It refuses to run unless HF_ALLOW_CODE_EVAL=1, and unless the sandbox works on this machine
+or XDLM_CODE_EVAL_NO_SANDBOX=1 asks for none.
 """
 
 import datasets
@@ -18,7 +19,7 @@ import evaluate
 
 from llada_xdlm.evaluation.code_exec import check_code_eval_allowed, run_programs
 
-_DESCRIPTION = "pass@1 with one greedy program per problem, executed in limited subprocesses."
+_DESCRIPTION = "pass@1 with one greedy program per problem, each executed in a sandbox."
 _KWARGS_DESCRIPTION = """
 Args:
     predictions: list of str, one generated program per problem.
