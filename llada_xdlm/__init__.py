@@ -19,6 +19,14 @@ from .training import DataArguments, DiffusionArguments, ModelArguments
 register_auto_classes()
 
 
+def register_lm_eval() -> None:
+    """Make lm-eval's Python API know the model "xdlm" (e.g. `lm_eval.simple_evaluate(model="xdlm", ...)` in a
+    notebook), keeping its built-in models. The `lm_eval` command line needs no call: a start-up hook does it."""
+    from llada_xdlm_lm_eval_hook import register
+
+    register()
+
+
 def __getattr__(name: str):
     """XDLMTrainer imports transformers.Trainer (~4 s of import time): load it on first access only."""
     if name == "XDLMTrainer":
@@ -36,6 +44,8 @@ __all__ = [
     "get_schedule", "sample_t", "fused_linear_xdlm_loss",
     # sampling
     "generate", "GenerateOutput", "SamplerConfig", "Trajectory", "truncate_at_stop",
+    # evaluation
+    "register_lm_eval",
     # training
     "XDLMTrainer", "ModelArguments", "DataArguments", "DiffusionArguments",
 ]

@@ -120,6 +120,42 @@ def test_lm_eval_program_gets_xdlm_lazily_and_keeps_builtin_models(wheel_python,
     assert report["torch"] is False
 
 
+def test_editable_install_gets_the_startup_hook_too(tmp_path):
+    """`pip install -e .` (the README's install) puts the hook's .pth beside setuptools' own, so the plain `lm_eval`
+    knows xdlm there as well."""
+    source = tmp_path / "source"
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".venv", ".git", "__pycache__", "*.egg-info", "build",
+                                                                "outputs", "tests", "docs", "data"))
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "venv")], check=True)
+    python = tmp_path / "venv" / "bin" / "python"
+    purelib = Path(subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                                  check=True, capture_output=True, text=True).stdout.strip())
+    (purelib / "_test_dependencies.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+    out = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--no-index",
+                          "--no-build-isolation", "-q", "-e", str(source)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert (purelib / "llada_xdlm_lm_eval_hook.pth").is_file()
+    script = tmp_path / "lm_eval"  # what the hook sees for the `lm_eval` console script
+    script.write_text("import llada_xdlm_lm_eval_hook as h\nfrom lm_eval.api.registry import model_registry\n"
+                      "print(h.__file__, model_registry._objs['xdlm'])\n")
+    out = run_in(python, [str(script)], cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    hook_file, target = out.stdout.split()
+    assert hook_file.startswith(str(source)) and target == "llada_xdlm.evaluation.lm_eval_model:XDLMEvalLM"
+
+
+def test_register_lm_eval_makes_xdlm_known_to_the_python_api_and_keeps_builtins():
+    from lm_eval.api.registry import get_model, model_registry
+
+    import llada_xdlm
+    from llada_xdlm.evaluation.lm_eval_model import XDLMEvalLM
+
+    model_registry._objs.pop("xdlm", None)  # as in a notebook where no start-up hook ran
+    llada_xdlm.register_lm_eval()
+    assert get_model("xdlm") is XDLMEvalLM
+    assert {"hf", "vllm", "dummy"} <= set(model_registry.keys())
+
+
 @pytest.fixture
 def checkpoint(tmp_path, tiny_model, tiny_tokenizer) -> str:
     path = tmp_path / "tiny-llada"
