@@ -5,9 +5,12 @@ setting that decides what is sampled, validated once; generate() takes one or it
 Generation is fixed-length: the canvas is the prompt followed by `gen_length` masks and every step is one model
 forward (two with classifier-free guidance). Stop strings therefore cannot end a diffusion run early: they are
 applied to the final canvas (`stop_strings=`), or to decoded texts with `truncate_at_stop`.
+
+Fast few-step decoding (docs/sampling.md): `cache="prefix"` or `"dual"` serves the positions a step does not
+change from a KV cache refreshed at each block's first step, and `threshold=` commits every mask whose confidence
+exceeds it, `steps` then being an upper bound.
 """
 
-import math
 from dataclasses import dataclass, fields, replace
 from typing import Sequence
 
@@ -19,6 +22,7 @@ from .modeling import LLaDAModelLM
 SAMPLERS = ("remask", "ancestral")
 REMASKING = ("low_confidence", "random")
 REFINE_BUDGETS = ("global", "block")
+CACHES = ("none", "prefix", "dual")
 
 
 @dataclass(frozen=True)
@@ -30,7 +34,10 @@ class SamplerConfig:
     k1: uniform-noise share (None = the model's config.k1); refine_budget: how the XDLM rewrite budget is counted,
     "global" (over the whole generation) or "block" (restarted at every block, zero at a block's first step, as the
     XDLM authors' sampler); temperature: Gumbel noise scale (0 = greedy); remasking: "low_confidence" or "random";
-    top_p: nucleus of the ancestral sampler; cfg_scale: classifier-free guidance (0 = off)."""
+    top_p: nucleus of the ancestral sampler; cfg_scale: classifier-free guidance (0 = off); cache: "none", "prefix"
+    (the prompt and finished blocks come from a KV cache refreshed at each block's first step) or "dual" (the masked
+    suffix too); threshold: commit every mask of the block whose confidence exceeds it, at least the fixed
+    schedule's share of what is left (None = the fixed schedule)."""
 
     steps: int = 32
     gen_length: int = 256
@@ -42,6 +49,8 @@ class SamplerConfig:
     remasking: str = "low_confidence"
     top_p: float | None = None
     cfg_scale: float = 0.0
+    cache: str = "none"
+    threshold: float | None = None
 
     def __post_init__(self):
         if self.block_length is None:
@@ -50,11 +59,12 @@ class SamplerConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}={value!r} must be an integer >= 1.")
-        for name in ("k1", "temperature", "top_p", "cfg_scale"):
+        for name in ("k1", "temperature", "top_p", "cfg_scale", "threshold"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
                 raise ValueError(f"{name}={value!r} must be a number.")
-        for name, choices in (("sampler", SAMPLERS), ("remasking", REMASKING), ("refine_budget", REFINE_BUDGETS)):
+        for name, choices in (("sampler", SAMPLERS), ("remasking", REMASKING), ("refine_budget", REFINE_BUDGETS),
+                              ("cache", CACHES)):
             if getattr(self, name) not in choices:
                 raise ValueError(f"{name}={getattr(self, name)!r} is not one of {choices}.")
         if self.gen_length % self.block_length:
@@ -70,10 +80,16 @@ class SamplerConfig:
             raise ValueError(f"temperature={self.temperature} must be >= 0 (0 = greedy).")
         if self.cfg_scale < 0:
             raise ValueError(f"cfg_scale={self.cfg_scale} must be >= 0 (0 = no classifier-free guidance).")
+        if self.threshold is not None:
+            if self.threshold <= 0:
+                raise ValueError(f"threshold={self.threshold} must be > 0 (a confidence, e.g. 0.9; None = the fixed "
+                                 f"schedule).")
+            if self.remasking != "low_confidence":
+                raise ValueError("threshold commits the masks by confidence; it needs remasking='low_confidence'.")
         if self.sampler == "ancestral":
             remask_only = {"temperature": self.temperature != 0, "remasking": self.remasking != "low_confidence",
                            "block_length": self.block_length != self.gen_length,
-                           "refine_budget": self.refine_budget != "global"}
+                           "refine_budget": self.refine_budget != "global", "threshold": self.threshold is not None}
             given = [name for name, set_ in remask_only.items() if set_]
             if given:
                 raise ValueError(f"{given[0]} applies to sampler='remask' only; the ancestral sampler draws from "
@@ -140,7 +156,8 @@ def generate(
     input_ids [B, P] (left-padded when prompts differ in length, with attention_mask [B, P], 1 = real token).
     The sampler's settings come from `config` (a SamplerConfig) and/or keywords naming its fields (steps=32,
     gen_length=256, block_length=None, sampler="remask", k1=None, refine_budget="global", temperature=0.0,
-    remasking="low_confidence", top_p=None, cfg_scale=0.0); keywords override the config.
+    remasking="low_confidence", top_p=None, cfg_scale=0.0, cache="none", threshold=None); keywords override the
+    config.
     sampler "remask": each step fills the most confident masks of the current block (even split of the block over
     its steps, remainder to the earliest steps); with k1 > 0 it also rewrites committed generated tokens whose
     prediction differs and is at least as probable, most confident first, within the refine_budget rule
@@ -148,6 +165,11 @@ def generate(
     "random" fills masks in random order; block_length < gen_length is semi-autoregressive.
     sampler "ancestral": starts from the prior and applies the plug-in posterior over `steps` uniform steps in t,
     the last to alpha = 1; top_p restricts the model's prediction to its nucleus first.
+    cache "prefix" / "dual" (LLaDAModelLM only): a block's first step runs the whole canvas and keeps its keys and
+    values; its later steps run only the block and what follows it ("prefix") or the block alone ("dual") against
+    them, and refinement then rewrites committed tokens of the current block only. threshold: each step commits
+    every mask of the block whose confidence exceeds it (at least ceil(masks left / steps left)), and a block ends
+    as soon as it has no mask left.
     k1 and mask_id default to model.config.k1 and model.config.mask_token_id. cfg_scale > 0 adds classifier-free
     guidance (the unconditional copy has its prompt replaced by masks). suppress_tokens are never generated.
     eos_token_id, when given, turns every generated token after the first EOS into EOS (the canvas is fixed-length;
@@ -164,6 +186,9 @@ def generate(
     V = getattr(model_config, "embedding_size", None) or getattr(model_config, "vocab_size", None)
     if stop_strings is not None and eos_token_id is None:
         eos_token_id = getattr(tokenizer, "eos_token_id", None)
+    if config.cache != "none" and not isinstance(model, LLaDAModelLM):
+        raise ValueError(f"cache={config.cache!r} needs an LLaDAModelLM (a forward that takes past_key_values); "
+                         f"got {type(model).__name__}. Use cache='none'.")
     _check_args(input_ids, attention_mask, config, mask_id, V, suppress_tokens)
     _check_stop(stop_strings, tokenizer, eos_token_id)
 
@@ -177,11 +202,20 @@ def generate(
         attention_mask = torch.cat([attention_mask, attention_mask.new_ones(B, G)], dim=1)  # [B, L]
     banned = torch.tensor([mask_id, *(suppress_tokens or ())], device=device)  # ids whose logit becomes -inf
 
-    def logits_at(start: int, end: int) -> torch.Tensor:
-        """One step's model prediction for canvas positions [start, end): [B, end - start, V], banned ids -inf."""
-        logits = _window_logits(model, x, attention_mask, start, end)
+    caches = {}  # guidance branch -> KV cache of the current block; lives for this call only
+
+    def logits_at(start: int, end: int, refresh: bool) -> torch.Tensor:
+        """One step's model prediction for canvas positions [start, end): [B, end - start, V], banned ids -inf.
+        refresh: run the whole canvas (and, with a cache, keep its keys and values for the next steps)."""
+
+        def branch(name, ids):
+            logits, caches[name] = _window_logits(model, ids, attention_mask, start, end, config.cache,
+                                                  None if refresh else caches[name])
+            return logits
+
+        logits = branch("cond", x)
         if config.cfg_scale > 0:
-            uncond = _window_logits(model, x.masked_fill(real_prompt, mask_id), attention_mask, start, end)
+            uncond = branch("uncond", x.masked_fill(real_prompt, mask_id))
             logits = uncond + (config.cfg_scale + 1) * (logits - uncond)
         return logits.index_fill_(-1, banned, float("-inf"))
 
@@ -203,43 +237,58 @@ def generate(
     return GenerateOutput(sequences=sequences, trajectory=_trajectory(history, mask_id))
 
 
-def _window_logits(model, ids, attention_mask, start: int, end: int) -> torch.Tensor:
-    """Logits [B, end - start, V] of canvas positions [start, end), from one forward. LLaDAModelLM runs its LM head
-    on those positions only, so the prompt's [B, P, V] logits are never formed; other models are sliced."""
-    if isinstance(model, LLaDAModelLM):
-        hidden = model(ids, attention_mask=attention_mask, compute_logits=False).last_hidden_state  # [B, L, D]
-        return model.get_output_embeddings()(hidden[:, start:end])
-    return model(ids, attention_mask=attention_mask).logits[:, start:end]
+def _window_logits(model, ids, attention_mask, start: int, end: int, cache: str = "none", past=None):
+    """(logits [B, end - start, V] of canvas positions [start, end), the KV cache for the next step) from one
+    forward. Without `past` the whole canvas runs (its keys and values kept unless cache is "none"); with it, only
+    the span the cache mode recomputes, [start, L) for "prefix" or [start, end) for "dual", runs against the cached
+    keys and values of the rest (the span's are updated in place). LLaDAModelLM runs its LM head on the window only
+    (logits_to_keep), so the prompt's [B, P, V] logits are never formed; other models are sliced."""
+    if not isinstance(model, LLaDAModelLM):
+        return model(ids, attention_mask=attention_mask).logits[:, start:end], None
+    if past is None:
+        out = model(ids, attention_mask=attention_mask, use_cache=cache != "none", logits_to_keep=slice(start, end))
+        return out.logits, out.cache
+    span_end = end if cache == "dual" else ids.shape[1]
+    out = model(ids[:, start:span_end], attention_mask=attention_mask, past_key_values=past,
+                cache_position=torch.arange(start, span_end, device=ids.device), logits_to_keep=slice(0, end - start))
+    return out.logits, past
 
 
 def _remask_loop(x, logits_at, P, config, mask_id, generator, history):
-    """The remasking sampler in place on the canvas x [B, L]. With k1 > 0 the window of positions a step may change
-    spans all generated positions up to the end of the current block (refinement); with k1 = 0 just the block."""
+    """The remasking sampler in place on the canvas x [B, L]. The window of positions a step may change is the
+    current block, or with k1 > 0 and no cache all generated positions up to the block's end (refinement of earlier
+    blocks; a cache holds their keys and values, so they are final). Each step fills ceil(masks left / steps left)
+    masks of the block (the even split, remainder first), or with a threshold every mask more confident than it if
+    that is more; a block ends early once no row has a mask left in it, and a row without one is left unchanged."""
     B = x.shape[0]
-    k1, block_length = config.k1, config.block_length
+    k1, block_length, threshold = config.k1, config.block_length, config.threshold
     steps_per_block = config.steps // config.num_blocks
-    base, extra = divmod(block_length, steps_per_block)
-    fills = [base + (i < extra) for i in range(steps_per_block)]  # tokens filled per step inside a block
     for block in range(config.num_blocks):
         end = P + (block + 1) * block_length
-        start = P if k1 > 0 else end - block_length
+        start = P if k1 > 0 and config.cache == "none" else end - block_length
         if block == 0 or config.refine_budget == "block":  # the budget's count starts (again)
-            filled = 0
-            refined = torch.zeros(B, dtype=torch.long, device=x.device)  # [B] rewrites counted against the budget
-        for i, n_fill in enumerate(fills):
+            filled = torch.zeros(B, dtype=torch.long, device=x.device)  # [B] fills counted for the budget
+            refined = torch.zeros_like(filled)  # [B] rewrites counted against the budget
+        for i in range(steps_per_block):
             xw = x[:, start:end]  # [B, W] view of the window
-            x0, conf, p_cur = _propose(logits_at(start, end), xw, config.temperature, generator)  # [B, W] each
             is_mask = xw == mask_id  # only the current block still has masks
+            masks_left = is_mask.sum(dim=1)  # [B]
+            if threshold is not None and i > 0 and not bool(masks_left.any()):
+                break  # every row finished the block early
+            x0, conf, p_cur = _propose(logits_at(start, end, refresh=i == 0), xw, config.temperature, generator)
             if config.remasking == "low_confidence":
                 score = conf
             else:
                 score = torch.rand(conf.shape, generator=generator, device=conf.device)
-            fill = _top_k_per_row(score, is_mask, torch.full_like(refined, n_fill))
+            n_fill = -(-masks_left // (steps_per_block - i))  # [B] ceil: the fixed schedule's share
+            if threshold is not None:
+                n_fill = torch.maximum(n_fill, (is_mask & (conf > threshold)).sum(dim=1))
+            fill = _top_k_per_row(score, is_mask, n_fill)
             new = torch.where(fill, x0, xw)
-            filled += n_fill
+            filled += fill.sum(dim=1)
             if k1 > 0:
                 budget = _refine_budget(k1, filled, refined, xw.shape[1], config.refine_budget == "block" and i == 0)
-                can = ~is_mask & (x0 != xw) & (conf >= p_cur)
+                can = ~is_mask & (x0 != xw) & (conf >= p_cur) & (masks_left > 0)[:, None]
                 refine = _top_k_per_row(conf, can, budget)
                 new = torch.where(refine, x0, new)
                 refined += refine.sum(dim=1)
@@ -249,14 +298,14 @@ def _remask_loop(x, logits_at, P, config, mask_id, generator, history):
 
 
 def _refine_budget(k1, filled, refined, width, first_of_block) -> torch.Tensor:
-    """Rewrites allowed this step [B]: floor(k1 / (1 - k1) * filled) - refined, where `filled` counts the fills so
-    far (this step's included) and `refined` the rewrites so far, both since the count last started; unlimited
-    (the window width) at k1 = 1; none at a block's first step under the "block" rule."""
+    """Rewrites allowed this step [B]: floor(k1 / (1 - k1) * filled) - refined, where `filled` [B] counts the fills
+    so far (this step's included) and `refined` [B] the rewrites so far, both since the count last started;
+    unlimited (the window width) at k1 = 1; none at a block's first step under the "block" rule."""
     if first_of_block:
         return torch.zeros_like(refined)
     if k1 == 1:
         return torch.full_like(refined, width)
-    return math.floor(k1 / (1 - k1) * filled + 1e-9) - refined
+    return torch.floor(k1 / (1 - k1) * filled.double() + 1e-9).long() - refined
 
 
 def _ancestral_loop(x, logits_at, P, config, mask_id, V, generator, history):
@@ -270,7 +319,7 @@ def _ancestral_loop(x, logits_at, P, config, mask_id, V, generator, history):
     # (0, 1] begins: at 1e-9 the posterior differs from its alpha -> 0 limit by ~1e-9.
     alphas = torch.linspace(0, 1, steps + 1, dtype=torch.float64, device=x.device).clamp_(min=1e-9)
     for i in range(steps):
-        logits = logits_at(P, x.shape[1])  # [B, G, V]
+        logits = logits_at(P, x.shape[1], refresh=i == 0)  # [B, G, V]; a cache holds the prompt's keys and values
         if config.top_p is not None:
             logits = _nucleus(logits, config.top_p)
         x[:, P:] = ancestral_step(logits, x[:, P:], alphas[i].expand(B), alphas[i + 1].expand(B), config.k1,

@@ -308,3 +308,111 @@ def test_token_ids_outside_the_vocabulary_are_rejected(tiny_model, tiny_config):
     ids = torch.tensor([[1, 2, V]])
     with pytest.raises(ValueError, match=rf"token id {V}, outside \[0, {V}\)"):
         tiny_model(ids)
+
+
+# --- KV cache for a span, logits_to_keep, hidden states and attention_bias as the official code --------------------
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+@pytest.mark.parametrize("n_kv_heads", [4, 2])
+@pytest.mark.parametrize("span", [(9, 16), (9, 12), (0, 16), (15, 16)])  # tail ("prefix"), inside ("dual"), all, 1
+def test_span_forward_with_a_fresh_cache_equals_the_full_forward(tiny_config, attn, n_kv_heads, span):
+    tiny_config.n_kv_heads = n_kv_heads
+    torch.manual_seed(0)
+    model = LLaDAModelLM(tiny_config).double().eval()
+    model.config._attn_implementation = attn
+    ids = torch.randint(0, tiny_config.vocab_size, (2, 16))
+    am = torch.ones(2, 16, dtype=torch.long)
+    am[1, :5] = 0  # a left-padded row
+    s, e = span
+    with torch.no_grad():  # the full forward is checked against reference_forward above
+        full = model(ids, attention_mask=am, use_cache=True)
+        assert len(full.cache) == tiny_config.n_layers and full.cache[0][0].shape == (2, n_kv_heads, 16, 16)
+        # the cache of a span forward is the full forward's cache with the span rewritten: start from a stale one
+        stale = tuple((torch.randn_like(k), torch.randn_like(v)) for k, v in full.cache)
+        for (k, v), (fk, fv) in zip(stale, full.cache):
+            k[:, :, :s], v[:, :, :s], k[:, :, e:], v[:, :, e:] = fk[:, :, :s], fv[:, :, :s], fk[:, :, e:], fv[:, :, e:]
+        out = model(ids[:, s:e], attention_mask=am, past_key_values=stale, cache_position=torch.arange(s, e),
+                    use_cache=True)
+    torch.testing.assert_close(out.logits, full.logits[:, s:e], rtol=0, atol=1e-12)
+    for (k, v), (fk, fv) in zip(out.cache, full.cache):
+        torch.testing.assert_close(k, fk, rtol=0, atol=1e-12)
+        torch.testing.assert_close(v, fv, rtol=0, atol=1e-12)
+
+
+def test_appending_after_a_cache_as_the_official_interface(tiny_model, tiny_config):
+    """Without cache_position the input continues the cached sequence (official past_key_values semantics)."""
+    ids = torch.randint(0, tiny_config.vocab_size, (2, 12))
+    with torch.no_grad():
+        full = tiny_model(ids, use_cache=True)
+        prefix = tuple((k[:, :, :7], v[:, :, :7]) for k, v in full.cache)  # keys of positions 0..6
+        out = tiny_model(ids[:, 7:], past_key_values=prefix, use_cache=True)
+    torch.testing.assert_close(out.logits, full.logits[:, 7:], rtol=1e-5, atol=1e-5)
+    assert out.cache[0][0].shape[2] == 12
+    assert tiny_model(ids).cache is None  # nothing is kept unless asked for
+
+
+def test_logits_to_keep_equals_the_sliced_full_logits(tiny_model, tiny_config):
+    ids = torch.randint(0, tiny_config.vocab_size, (2, 10))
+    with torch.no_grad():
+        full = tiny_model(ids).logits
+        for keep, expected in [(0, full), (3, full[:, 7:]), (slice(2, 5), full[:, 2:5]),
+                               (torch.tensor([1, 4, 9]), full[:, [1, 4, 9]])]:
+            torch.testing.assert_close(tiny_model(ids, logits_to_keep=keep).logits, expected, rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="logits_to_keep=-1 must be >= 0"):
+        tiny_model(ids, logits_to_keep=-1)
+
+
+def test_hidden_states_are_block_inputs_then_the_ln_f_output_as_the_official_code(tiny_model, tiny_config):
+    ids = torch.randint(0, tiny_config.vocab_size, (2, 7))
+    t = tiny_model.model.transformer
+    seen = []
+    hooks = [block.register_forward_pre_hook(lambda mod, args: seen.append(args[0])) for block in t.blocks]
+    hooks.append(t.ln_f.register_forward_hook(lambda mod, args, out: seen.append(out)))
+    with torch.no_grad():
+        out = tiny_model(ids, output_hidden_states=True)
+    for h in hooks:
+        h.remove()
+    # official LLaDA: (embeddings, input of block 1, ..., input of block n - 1, ln_f(output of the last block))
+    assert len(out.hidden_states) == tiny_config.n_layers + 1 == len(seen)
+    for ours, expected in zip(out.hidden_states, seen):
+        assert torch.equal(ours, expected)
+    torch.testing.assert_close(tiny_model.get_output_embeddings()(out.hidden_states[-1]), out.logits)
+
+
+def test_attention_bias_is_refused_not_ignored(tiny_model, tiny_config):
+    ids = torch.randint(0, tiny_config.vocab_size, (1, 6))
+    with pytest.raises(ValueError, match="attention_bias is not supported"):
+        tiny_model(ids, attention_bias=torch.zeros(1, 1, 6, 6))
+
+
+def test_bad_cache_arguments_are_rejected(tiny_model, tiny_config):
+    ids = torch.randint(0, tiny_config.vocab_size, (2, 10))
+    with torch.no_grad():
+        cache = tiny_model(ids, use_cache=True).cache
+        with pytest.raises(ValueError, match="consecutive positions"):
+            tiny_model(ids[:, :3], past_key_values=cache, cache_position=torch.tensor([2, 4, 5]))
+        with pytest.raises(ValueError, match=r"positions \[8, 11\) must lie inside the cache of 10"):
+            tiny_model(ids[:, :3], past_key_values=cache, cache_position=torch.arange(8, 11))
+        with pytest.raises(ValueError, match=r"the keys \(cache and input\) need \(2, 10\)"):
+            tiny_model(ids[:, :3], attention_mask=torch.ones(2, 3), past_key_values=cache,
+                       cache_position=torch.arange(3))
+        with pytest.raises(ValueError, match="is_causal=True cannot be combined with past_key_values"):
+            tiny_model(ids[:, :3], past_key_values=cache, cache_position=torch.arange(3), is_causal=True)
+        with pytest.raises(ValueError, match="for each of the 2 layers with batch size 1"):
+            tiny_model(ids[:1, :3], past_key_values=cache, cache_position=torch.arange(3))
+        with pytest.raises(ValueError, match="exceeds max_sequence_length=256"):
+            tiny_model(ids[:, :3], cache_position=torch.arange(254, 257))
+
+
+def test_flash_refuses_a_span_padded_unlike_the_last_columns(tiny_model, tiny_config):
+    """flash-attn takes the queries' padding from the last columns of the mask; a span padded otherwise would be
+    misaligned, so it is refused before any attention runs (flash-attn need not be installed for this check)."""
+    ids = torch.randint(0, tiny_config.vocab_size, (2, 10))
+    am = torch.ones(2, 10, dtype=torch.long)
+    am[1, :4] = 0
+    with torch.no_grad():
+        cache = tiny_model(ids, attention_mask=am, use_cache=True).cache
+    tiny_model.config._attn_implementation = "flash_attention_2"
+    with pytest.raises(ValueError, match="attn_implementation='sdpa'"):
+        tiny_model(ids[:, 2:5], attention_mask=am, past_key_values=cache, cache_position=torch.arange(2, 5))

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from scipy.stats import chisquare
 from torch.overrides import TorchFunctionMode
 
-from llada_xdlm import SamplerConfig, generate
+from llada_xdlm import LLaDAModelLM, SamplerConfig, generate
 from llada_xdlm.diffusion import reverse_step_probs
 from llada_xdlm.sampling import _propose, ancestral_step, truncate_at_stop
 
@@ -589,3 +589,304 @@ def test_bad_prompts_raise_value_error(tiny_model, tiny_config, prompts):
         generate(tiny_model, ids.float(), steps=2, gen_length=4)
     with pytest.raises(ValueError, match="no rows"):
         generate(tiny_model, ids[:0], am[:0], steps=2, gen_length=4)
+
+
+# --- fast decoding: KV cache (prefix / dual) and threshold decoding ------------------------------------------------
+
+
+class FreshCache(LLaDAModelLM):
+    """Serves every cached span forward from a cache rebuilt from the current canvas: the canvas of the cache's last
+    full forward with the span's ids written in is run whole first, its keys and values are copied into the
+    sampler's cache, then the span runs as usual. Outside the span the canvas cannot change within a block, so a
+    sampler using this model is exact and must match the uncached sampler token for token."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.canvases = {}  # id of a cache's first key tensor -> the canvas it describes
+
+    def forward(self, input_ids, attention_mask=None, past_key_values=None, cache_position=None, **kwargs):
+        if past_key_values is None:
+            out = super().forward(input_ids, attention_mask=attention_mask, **kwargs)
+            if out.cache is not None:
+                self.canvases[id(out.cache[0][0])] = input_ids.clone()
+            return out
+        canvas = self.canvases[id(past_key_values[0][0])]
+        canvas[:, cache_position] = input_ids
+        fresh = super().forward(canvas, attention_mask=attention_mask, use_cache=True).cache
+        for (k, v), (fresh_k, fresh_v) in zip(past_key_values, fresh):
+            k.copy_(fresh_k)
+            v.copy_(fresh_v)
+        return super().forward(input_ids, attention_mask=attention_mask, past_key_values=past_key_values,
+                               cache_position=cache_position, **kwargs)
+
+
+def _float64_copies(tiny_model, tiny_config):
+    fresh = FreshCache(tiny_config)
+    fresh.load_state_dict(tiny_model.state_dict())
+    return tiny_model.double(), fresh.double().eval()  # float64: no near-tie can flip a token between the two
+
+
+def reference_block_refinement(model, prompt, attention_mask, steps, gen_length, block_length, k1, mask_id):
+    """An independent LLaDA + XDLM sampler (temperature 0, "global" budget, float64 softmax, one row at a time,
+    full forward every step) that rewrites committed tokens of the current block only: what the cached sampler
+    computes when its cache is fresh. With k1 = 0 or a single block it is the uncached sampler."""
+    B, P = prompt.shape
+    x = torch.cat([prompt, torch.full((B, gen_length), mask_id)], dim=1)
+    am = torch.cat([attention_mask, torch.ones(B, gen_length, dtype=attention_mask.dtype)], dim=1)
+    steps_per_block = steps // (gen_length // block_length)
+    fills, rewrites = [0] * B, [0] * B
+    for lo in range(P, P + gen_length, block_length):
+        hi = lo + block_length
+        for i in range(steps_per_block):
+            logits = model(x, attention_mask=am).logits.double()
+            logits[..., mask_id] = -math.inf
+            p = logits.softmax(-1)
+            n = block_length // steps_per_block + (i < block_length % steps_per_block)
+            for b in range(B):
+                x0, conf = p[b].argmax(-1), p[b].max(-1).values
+                masks = [j for j in range(lo, hi) if x[b, j] == mask_id]
+                fill = sorted(masks, key=lambda j: -conf[j])[:n]
+                fills[b] += n
+                budget = math.floor(k1 / (1 - k1) * fills[b] + 1e-9) - rewrites[b]
+                better = [j for j in range(lo, hi)
+                          if x[b, j] != mask_id and x0[j] != x[b, j] and conf[j] >= p[b, j, x[b, j]]]
+                rewrite = sorted(better, key=lambda j: -conf[j])[:max(budget, 0)]
+                rewrites[b] += len(rewrite)
+                for j in fill + rewrite:
+                    x[b, j] = x0[j]
+    return x
+
+
+PADDED = ["Hello", "The quick brown fox jumps over the lazy dog", "Return a new list"]
+
+
+@pytest.mark.parametrize("cache", ["prefix", "dual"])
+@pytest.mark.parametrize("k1", [0.0, 0.1, 0.5])
+@pytest.mark.parametrize("block_length", [16, 4])
+@pytest.mark.parametrize("texts", [PADDED[1:2], PADDED], ids=["batch1", "left-padded"])
+def test_cache_refreshed_every_step_gives_the_uncached_tokens(tiny_model, tiny_config, tiny_tokenizer, cache, k1,
+                                                              block_length, texts):
+    model, fresh = _float64_copies(tiny_model, tiny_config)
+    ids, am = _prompts(tiny_tokenizer, texts)
+    kw = dict(steps=8, gen_length=16, block_length=block_length, k1=k1)
+    cached = generate(fresh, ids, am, cache=cache, return_trajectory=True, **kw)
+    if k1 == 0 or block_length == 16:  # the uncached sampler refines earlier blocks too: same window only here
+        assert torch.equal(cached.sequences, generate(model, ids, am, **kw))
+    ref = reference_block_refinement(model, ids, am, 8, 16, block_length, k1, tiny_config.mask_token_id)
+    assert torch.equal(cached.sequences, ref)
+    if k1 == 0.5:
+        assert cached.trajectory.refined.any()  # the refinement path is exercised
+
+
+@pytest.mark.parametrize("cache", ["prefix", "dual"])
+@pytest.mark.parametrize("kwargs", [
+    dict(cfg_scale=1.5),
+    dict(temperature=1.0, k1=0.3, block_length=16),
+    dict(k1=0.3, refine_budget="block", block_length=16, suppress_tokens=[5, 6]),
+    dict(threshold=0.004),  # a random tiny model is about uniform (p ~ 1/384): some masks pass, some not
+])
+def test_fresh_cache_matches_no_cache_with_guidance_sampling_and_thresholds(tiny_model, tiny_config, tiny_tokenizer,
+                                                                            cache, kwargs):
+    model, fresh = _float64_copies(tiny_model, tiny_config)
+    ids, am = _prompts(tiny_tokenizer, PADDED)
+    kw = dict(steps=8, gen_length=16, block_length=8) | kwargs
+    a = generate(model, ids, am, generator=torch.Generator().manual_seed(0), **kw)
+    b = generate(fresh, ids, am, cache=cache, generator=torch.Generator().manual_seed(0), **kw)
+    assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("cache", ["prefix", "dual"])
+def test_cached_steps_run_the_span_and_the_first_step_of_every_block_the_whole_canvas(tiny_model, tiny_config,
+                                                                                     prompts, cache):
+    ids, am = prompts
+    P, mask_id = ids.shape[1], tiny_config.mask_token_id
+    lengths = []
+    tiny_model.register_forward_pre_hook(lambda mod, args, kw: lengths.append((args or (kw["input_ids"],))[0].shape[1]),
+                                         with_kwargs=True)
+    out = generate(tiny_model, ids, am, steps=8, gen_length=16, block_length=4, k1=0.3, cache=cache,
+                   return_trajectory=True)
+    L = P + 16
+    span = [16 - 4 * b for b in range(4)] if cache == "prefix" else [4] * 4  # [block start, L) or the block
+    assert lengths == [length for b in range(4) for length in (L, span[b])]
+    # the first step of each block runs the whole canvas: its fills are exactly the uncached step's, recomputed
+    # here from the canvas before the step (the block has no committed token yet, so nothing is rewritten)
+    traj = out.trajectory
+    for b, s in enumerate([0, 2, 4, 6]):
+        canvas = torch.cat([ids, traj.tokens[s]], dim=1)
+        logits = _logits_on(tiny_model, ids, am, traj.tokens[s]).index_fill(-1, torch.tensor([mask_id]), -math.inf)
+        conf, x0 = logits.softmax(-1).max(-1)  # [B, G]
+        block = slice(4 * b, 4 * b + 4)
+        expected = traj.tokens[s].clone()
+        top = conf[:, block].topk(2, dim=-1).indices + 4 * b  # 4 masks over 2 steps: 2 fills
+        expected.scatter_(1, top, x0.gather(1, top))
+        assert torch.equal(traj.tokens[s + 1], expected), b
+        assert torch.equal(canvas[:, :P], ids)
+
+
+@pytest.mark.parametrize("refine_budget", ["global", "block"])
+def test_cached_refinement_rewrites_the_current_block_only_within_the_budget(tiny_model, prompts, refine_budget):
+    k1 = 0.5
+    out = generate(tiny_model, *prompts, steps=16, gen_length=16, block_length=4, k1=k1, cache="dual",
+                   refine_budget=refine_budget, return_trajectory=True)
+    traj = out.trajectory
+    assert traj.refined.any()
+    for s in range(16):
+        block = s // 4
+        outside = torch.ones(16, dtype=torch.bool)
+        outside[4 * block:4 * block + 4] = False
+        assert not traj.refined[s][:, outside].any() and not traj.filled[s][:, outside].any()
+    filled, refined = traj.filled.sum(-1), traj.refined.sum(-1)  # [S, B]
+    if refine_budget == "block":
+        filled, refined = filled.view(4, 4, -1).cumsum(1), refined.view(4, 4, -1).cumsum(1)  # [block, step, B]
+        assert not traj.refined[[0, 4, 8, 12]].any()
+    else:
+        filled, refined = filled.cumsum(0), refined.cumsum(0)
+    assert (refined <= torch.floor(k1 / (1 - k1) * filled.double() + 1e-9)).all()
+
+
+def _sharp(tiny_model):
+    """The tiny model with its LM head scaled up: confidences spread over (0, 1) instead of ~1/V."""
+    with torch.no_grad():
+        tiny_model.get_output_embeddings().weight.mul_(60)
+    return tiny_model
+
+
+@pytest.mark.parametrize("cache", ["none", "dual"])
+@pytest.mark.parametrize("threshold", [0.55, 0.7])
+def test_threshold_commits_every_confident_mask_at_least_the_schedule_and_at_most_steps_forwards(
+        tiny_model, tiny_config, prompts, cache, threshold):
+    model, mask_id = _sharp(tiny_model), tiny_config.mask_token_id
+    window_logits = []
+    model.register_forward_hook(lambda mod, args, out: window_logits.append(out.logits.clone()))  # consumed later
+    steps, blocks, block_length = 16, 4, 8
+    out = generate(model, *prompts, steps=steps, gen_length=32, block_length=block_length, cache=cache,
+                   threshold=threshold, return_trajectory=True)
+    traj = out.trajectory
+    S = traj.filled.shape[0]
+    assert len(window_logits) == S  # one forward per step
+    assert not (out.sequences == mask_id).any()
+    forced_below = multi = 0
+    block_of_step = traj.filled.any(1).int().argmax(-1) // block_length  # [S]
+    for b in range(blocks):
+        block_steps = (block_of_step == b).nonzero().flatten().tolist()
+        assert 1 <= len(block_steps) <= steps // blocks
+        for i, s in enumerate(block_steps):
+            logits = window_logits[s].index_fill(-1, torch.tensor([mask_id]), -math.inf).double()
+            conf = logits.softmax(-1).max(-1).values  # [B, 8]: the step's window is the block
+            lo = b * block_length
+            was_mask = traj.tokens[s][:, lo:lo + block_length] == mask_id
+            filled = traj.filled[s][:, lo:lo + block_length]
+            for r in range(2):
+                if not was_mask[r].any():
+                    assert not filled[r].any()  # a finished row is left alone
+                    continue
+                quota = math.ceil(was_mask[r].sum().item() / (steps // blocks - i))
+                above = was_mask[r] & (conf[r] > threshold)
+                assert filled[r].sum() >= 1 and (filled[r] >= above).all()  # every confident mask is committed
+                below = filled[r] & ~above
+                assert below.sum() <= quota  # the rest are the forced ones
+                if below.any():  # ...the most confident of the masks left, as many as the schedule's share
+                    assert filled[r].sum() == quota
+                    rest = conf[r][was_mask[r] & ~filled[r]]
+                    assert rest.numel() == 0 or conf[r][filled[r]].min() >= rest.max()
+                forced_below += int(below.any())
+                multi += int(filled[r].sum() > quota)
+    assert forced_below > 0 and multi > 0  # both cases occur: the check is not vacuous
+    assert S < steps
+
+
+@pytest.mark.parametrize("kwargs", [dict(), dict(k1=0.3, cache="dual"), dict(k1=0.3, refine_budget="block"),
+                                    dict(cache="prefix", cfg_scale=1.0)])
+def test_threshold_one_or_more_is_the_fixed_schedule(tiny_model, prompts, kwargs):
+    model = _sharp(tiny_model)
+    kw = dict(steps=8, gen_length=16, block_length=8) | kwargs
+    fixed = generate(model, *prompts, **kw)
+    for threshold in (1.0, 1.5):
+        assert torch.equal(generate(model, *prompts, threshold=threshold, **kw), fixed)
+
+
+class CertainNextIdModel(NextIdModel):
+    """NextIdModel with logits x 100: every proposal has probability exactly 1.0 in float32."""
+
+    def forward(self, input_ids, attention_mask=None):
+        out = super().forward(input_ids, attention_mask)
+        out.logits.mul_(100)
+        return out
+
+
+def test_threshold_one_is_the_fixed_schedule_even_at_confidence_one():
+    out = generate(CertainNextIdModel(), torch.tensor([[3]]), steps=4, gen_length=8, threshold=1.0,
+                   return_trajectory=True)
+    assert out.trajectory.filled.sum(dim=(1, 2)).tolist() == [2, 2, 2, 2]  # "exceeds": 1.0 is not above 1.0
+
+
+@pytest.mark.parametrize("kwargs", [dict(cache="prefix", k1=0.3, block_length=4), dict(cache="dual", cfg_scale=1.0),
+                                    dict(cache="dual", threshold=0.6, k1=0.3, block_length=8)])
+def test_cache_never_leaks_across_rows_of_a_padded_batch(tiny_model, tiny_tokenizer, kwargs):
+    model = _sharp(tiny_model) if "threshold" in kwargs else tiny_model
+    ids, am = _prompts(tiny_tokenizer, PADDED)
+    kw = dict(steps=8, gen_length=16) | kwargs
+    batch = generate(model, ids, am, **kw)
+    for j, text in enumerate(PADDED):
+        one, _ = _prompts(tiny_tokenizer, [text])
+        assert torch.equal(batch[j, -(one.shape[1] + 16):], generate(model, one, **kw)[0]), text
+    other = ids.clone()
+    other[1:, -3:] = ids[1:, -3:].flip(0)  # change the other rows' prompts: row 0 must not notice
+    assert torch.equal(generate(model, other, am, **kw)[0], batch[0])
+
+
+def test_cache_is_not_kept_between_generate_calls(tiny_model, tiny_tokenizer):
+    a, _ = _prompts(tiny_tokenizer, ["The quick brown fox"])
+    b, _ = _prompts(tiny_tokenizer, ["Return a new list of the items"])
+    kw = dict(steps=8, gen_length=16, block_length=4, cache="dual", k1=0.3)
+    attributes = set(vars(tiny_model))
+    state = {k: v.clone() for k, v in tiny_model.state_dict().items()}
+    first = generate(tiny_model, a, **kw)
+    generate(tiny_model, b, **kw)
+    assert torch.equal(generate(tiny_model, a, **kw), first)
+    assert set(vars(tiny_model)) == attributes
+    assert all(torch.equal(v, state[k]) for k, v in tiny_model.state_dict().items())
+
+
+def test_ancestral_sampler_with_a_cache_runs_the_generated_part_against_the_prompt_cache(tiny_model, tiny_config,
+                                                                                          prompts):
+    ids, am = prompts
+    lengths = []
+    tiny_model.register_forward_pre_hook(lambda mod, args, kw: lengths.append((args or (kw["input_ids"],))[0].shape[1]),
+                                         with_kwargs=True)
+    out = generate(tiny_model, ids, am, steps=4, gen_length=12, sampler="ancestral", k1=0.3, cache="prefix",
+                   generator=torch.Generator().manual_seed(0))
+    assert lengths == [ids.shape[1] + 12, 12, 12, 12]
+    assert torch.equal(out[:, :ids.shape[1]], ids) and not (out == tiny_config.mask_token_id).any()
+
+
+def test_cache_and_threshold_with_eos_stop_strings_and_suppressed_tokens(tiny_model, tiny_tokenizer, prompts):
+    model, eos, P = _sharp(tiny_model), tiny_tokenizer.eos_token_id, prompts[0].shape[1]
+    kw = dict(steps=8, gen_length=16, block_length=8, cache="dual", threshold=0.6, k1=0.3)
+    raw = generate(model, *prompts, **kw)[:, P:]
+    banned = raw[0, 3].item()
+    assert not (generate(model, *prompts, suppress_tokens=[banned], **kw) == banned).any()
+    stop = tiny_tokenizer.decode(raw[0, 5:7])  # a string row 0 produces
+    out = generate(model, *prompts, stop_strings=[stop], tokenizer=tiny_tokenizer, eos_token_id=eos, **kw)[:, P:]
+    for row, gen in zip(raw.tolist(), out.tolist()):
+        after_eos = row.index(eos) + 1 if eos in row else len(row)
+        ends = [k for k in range(1, len(row) + 1) if stop in tiny_tokenizer.decode(row[:k])] + [after_eos]
+        end = min(min(ends), after_eos)  # the first stop string, or the first EOS
+        assert gen == row[:end] + [eos] * (len(row) - end)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(cache="full"), "cache='full'"),
+    (dict(threshold=0.0), "threshold=0.0 must be > 0"),
+    (dict(threshold="high"), "threshold='high' must be a number"),
+    (dict(threshold=0.9, remasking="random"), "remasking='low_confidence'"),
+    (dict(threshold=0.9, sampler="ancestral"), "threshold applies to sampler='remask' only"),
+])
+def test_bad_cache_and_threshold_settings_raise_value_error(tiny_model, prompts, kwargs, match):
+    with pytest.raises(ValueError, match=match.replace("(", r"\(")):
+        generate(tiny_model, *prompts, steps=4, gen_length=8, **kwargs)
+
+
+def test_cache_needs_an_llada_model(tiny_model, tiny_config, prompts):
+    with pytest.raises(ValueError, match="cache='dual' needs an LLaDAModelLM"):
+        generate(Boost(tiny_model, 0, 0.0), *prompts, steps=4, gen_length=8, cache="dual")

@@ -4,6 +4,8 @@ Module tree and state-dict names are exactly those of the official GSAI-ML/LLaDA
 (model.transformer.{wte, blocks.{i}.{attn_norm, q_proj, k_proj, v_proj, attn_out, ff_norm, ff_proj, up_proj,
 ff_out}, ln_f, ff_out}), so its safetensors load unchanged. Attention goes through transformers' attention
 interface (sdpa by default, eager, flash-attn when installed) and is bidirectional unless `is_causal=True`.
+A forward may run a span of the sequence against the cached keys and values of the rest (`past_key_values`), which
+is what block-wise diffusion decoding with a KV cache needs.
 
 This file imports only torch and transformers: it is shipped to the Hub as remote code.
 """
@@ -23,12 +25,19 @@ from transformers.utils import ModelOutput
 from .configuration_llada import LLaDAConfig
 
 
+KVCache = tuple[tuple[torch.Tensor, torch.Tensor], ...]  # per layer (keys, values) [B, H_kv, T, head_dim]
+
+
 @dataclass
 class LLaDAOutput(ModelOutput):
-    """logits [B, L, V] (None when compute_logits=False); last_hidden_state [B, L, D] is what the LM head reads."""
+    """logits [B, K, V] at the logits_to_keep positions (None when compute_logits=False); last_hidden_state
+    [B, L, D] is what the LM head reads; cache (use_cache=True) the keys and values of every layer, to pass back as
+    past_key_values (transformers 5 names this output `cache`; recent versions also read it as `past_key_values`);
+    hidden_states (output_hidden_states=True) the embeddings and each block's output, the last after ln_f."""
 
     logits: torch.FloatTensor | None = None
     last_hidden_state: torch.FloatTensor | None = None
+    cache: KVCache | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
 
 
@@ -47,10 +56,10 @@ class LLaDARMSNorm(nn.Module):
         return self.weight * x.to(dtype)
 
 
-def rotary_cos_sin(seq_len: int, head_dim: int, theta: float, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos, sin [L, head_dim] in float32 for positions 0..L-1 (half-split layout, both halves share a frequency)."""
-    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim)
-    freqs = torch.outer(torch.arange(seq_len, device=device, dtype=torch.float32), inv_freq)  # [L, head_dim / 2]
+def rotary_cos_sin(positions: torch.Tensor, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin [L, head_dim] in float32 for the positions [L] (half-split layout, both halves share a frequency)."""
+    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim)
+    freqs = torch.outer(positions.float(), inv_freq)  # [L, head_dim / 2]
     emb = torch.cat((freqs, freqs), dim=-1)  # [L, head_dim]
     return emb.cos(), emb.sin()
 
@@ -72,6 +81,20 @@ def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
         return x
     B, H_kv, L, d = x.shape
     return x[:, :, None].expand(B, H_kv, n_rep, L, d).reshape(B, H_kv * n_rep, L, d)
+
+
+def write_span(
+    layer_past: tuple[torch.Tensor, torch.Tensor], k: torch.Tensor, v: torch.Tensor, start: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keys and values of the whole cached sequence with the span's k, v [B, H_kv, L, d] at positions
+    [start, start + L): written into the cached tensors in place when the span lies inside them (no copy of the
+    cache per step), appended when it starts where they end."""
+    past_k, past_v = layer_past
+    if start == past_k.shape[2]:
+        return torch.cat([past_k, k], dim=2), torch.cat([past_v, v], dim=2)
+    past_k[:, :, start : start + k.shape[2]] = k
+    past_v[:, :, start : start + v.shape[2]] = v
+    return past_k, past_v
 
 
 def eager_attention_forward(
@@ -128,13 +151,21 @@ class LLaDABlock(GradientCheckpointingLayer):
         sin: torch.Tensor,
         attention_mask: torch.Tensor | None,
         is_causal: bool,
-    ) -> torch.Tensor:
+        layer_past: tuple[torch.Tensor, torch.Tensor] | None = None,
+        cache_start: int = 0,
+        use_cache: bool = False,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
+        """x [B, L, D] at positions cache_start.. -> (output [B, L, D], (keys, values) [B, H_kv, T, d] of the whole
+        sequence after RoPE when use_cache, else None). With layer_past, the span's keys and values are written
+        into it (write_span) and the span attends to all of them."""
         B, L, _ = x.shape
         n = self.attn_norm(x)
         q = self.q_proj(n).view(B, L, self.num_heads, self.head_dim).transpose(1, 2)  # [B, H, L, d]
         k = self.k_proj(n).view(B, L, self.num_kv_heads, self.head_dim).transpose(1, 2)  # [B, H_kv, L, d]
         v = self.v_proj(n).view(B, L, self.num_kv_heads, self.head_dim).transpose(1, 2)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        if layer_past is not None:
+            k, v = write_span(layer_past, k, v, cache_start)
 
         attention: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
             self.config._attn_implementation, eager_attention_forward
@@ -143,7 +174,7 @@ class LLaDABlock(GradientCheckpointingLayer):
         h = x + self.attn_out(att.reshape(B, L, -1))
 
         m = self.ff_norm(h)
-        return h + self.ff_out(F.silu(self.ff_proj(m)) * self.up_proj(m))
+        return h + self.ff_out(F.silu(self.ff_proj(m)) * self.up_proj(m)), ((k, v) if use_cache else None)
 
 
 class LLaDAPreTrainedModel(PreTrainedModel):
@@ -211,33 +242,93 @@ class LLaDAModelLM(LLaDAPreTrainedModel):
         return super().save_pretrained(save_directory, *args, **kwargs)
 
     def _attention_mask(
-        self, attention_mask: torch.Tensor | None, L: int, is_causal: bool, device: torch.device
+        self, attention_mask: torch.Tensor | None, L: int, is_causal: bool, device: torch.device, cache_start: int
     ) -> torch.Tensor | None:
-        """The mask in the form the attention implementation expects: flash-attn takes the 2D padding mask
-        [B, L] and its own causal flag; sdpa and eager take a boolean [B, 1, 1 | L, L] (True = attend), or None
-        when nothing is masked (sdpa's fast path)."""
+        """The mask in the form the attention implementation expects, for L queries at cache_start.. against the
+        keys of attention_mask [B, Lk]: flash-attn takes the 2D padding mask and its own causal flag; sdpa and eager
+        take a boolean [B, 1, 1 | L, Lk] (True = attend), or None when nothing is masked (sdpa's fast path)."""
         if "flash" in (self.config._attn_implementation or ""):
+            if attention_mask is not None and attention_mask.shape[1] != L and not torch.equal(
+                attention_mask[:, -L:], attention_mask[:, cache_start : cache_start + L]
+            ):
+                raise ValueError(
+                    "flash-attn reads the queries' padding from the last columns of attention_mask, but this span "
+                    "of the cache is padded differently; run it with attn_implementation='sdpa'."
+                )
             return attention_mask
         mask = None
         if attention_mask is not None:
-            mask = attention_mask.bool()[:, None, None, :]  # [B, 1, 1, L]: padded keys are never attended
+            mask = attention_mask.bool()[:, None, None, :]  # [B, 1, 1, Lk]: padded keys are never attended
         if is_causal:
             causal = torch.ones(L, L, dtype=torch.bool, device=device).tril()[None, None]  # [1, 1, L, L]
             mask = causal if mask is None else mask & causal
         return mask
 
+    def _cache_span(
+        self, past_key_values: KVCache | None, cache_position: torch.Tensor | None, B: int, L: int
+    ) -> tuple[int, int]:
+        """(start, key length): the input's first position and the number of keys it attends to, after checking
+        that past_key_values and cache_position describe a consecutive span inside the cache or right after it."""
+        T = 0
+        if past_key_values is not None:
+            if len(past_key_values) != self.config.n_layers or past_key_values[0][0].shape[0] != B:
+                raise ValueError(
+                    f"past_key_values must hold (keys, values) for each of the {self.config.n_layers} layers with "
+                    f"batch size {B}, as a forward with use_cache=True returns them."
+                )
+            T = past_key_values[0][0].shape[2]
+        start = T if cache_position is None or not cache_position.numel() else int(cache_position.flatten()[0])
+        if cache_position is not None:
+            if cache_position.shape != (L,) or not torch.equal(
+                cache_position, torch.arange(start, start + L, device=cache_position.device)
+            ):
+                raise ValueError(
+                    f"cache_position must be the {L} consecutive positions of input_ids, e.g. "
+                    f"torch.arange(start, start + {L}); got {cache_position.tolist()}."
+                )
+        if past_key_values is not None and not (start == T or start + L <= T):
+            raise ValueError(
+                f"input_ids at positions [{start}, {start + L}) must lie inside the cache of {T} positions or start "
+                f"where it ends (cache_position={T}..)."
+            )
+        if start + L > self.config.max_sequence_length:
+            raise ValueError(
+                f"sequence length {start + L} exceeds max_sequence_length={self.config.max_sequence_length}; "
+                f"shorten the input or raise max_sequence_length in the config."
+            )
+        return start, max(T, start + L)
+
     def forward(
         self,
         input_ids: torch.LongTensor,
         attention_mask: torch.Tensor | None = None,
+        past_key_values: KVCache | None = None,
+        use_cache: bool | None = None,
+        cache_position: torch.LongTensor | None = None,
+        logits_to_keep: int | slice | torch.Tensor = 0,
         output_hidden_states: bool = False,
         compute_logits: bool = True,
         is_causal: bool = False,
+        attention_bias: torch.Tensor | None = None,
         **kwargs,
     ) -> LLaDAOutput:
         """input_ids [B, L]; attention_mask [B, L] with 1 = real token, 0 = padding (masks padded keys only).
-        compute_logits=False skips the LM head (for fused losses that read last_hidden_state and the head weight).
-        is_causal=True turns the model autoregressive (the `ar` objective)."""
+
+        past_key_values: per layer (keys, values) [B, H_kv, T, head_dim] after RoPE, as a forward with use_cache=True
+        returns them. input_ids are then the span of the sequence at `cache_position` (consecutive; default T..,
+        appended): its keys and values are written into the cache in place (a span inside it) or appended (a span
+        starting at T), and it attends to the whole sequence, both ways; attention_mask then covers all the keys
+        [B, max(T, end of span)]. use_cache (default config.use_cache) returns the keys and values of every layer
+        as `cache`. logits_to_keep picks the positions the LM head runs on, as in transformers: 0 = all,
+        n > 0 = the last n, or a slice / index tensor along L. compute_logits=False skips the LM head (for fused
+        losses that read last_hidden_state and the head weight). is_causal=True turns the model autoregressive
+        (the `ar` objective)."""
+        if attention_bias is not None:
+            raise ValueError(
+                "attention_bias is not supported: LLaDA attends bidirectionally (the official code ignores this "
+                "argument). Pass attention_mask [batch, length] to mask padding, or is_causal=True for causal "
+                "attention."
+            )
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must be [batch, length], got shape {tuple(input_ids.shape)}.")
         V = self.config.embedding_size
@@ -247,31 +338,43 @@ class LLaDAModelLM(LLaDAPreTrainedModel):
                 f"input_ids contains token id {bad}, outside [0, {V}) (the model's embedding_size); check that the "
                 f"tokenizer matches the model, or resize the embeddings with model.resize_token_embeddings()."
             )
+        if is_causal and past_key_values is not None:
+            raise ValueError("is_causal=True cannot be combined with past_key_values: the cache serves bidirectional "
+                             "(diffusion) decoding.")
+        if isinstance(logits_to_keep, int) and logits_to_keep < 0:
+            raise ValueError(f"logits_to_keep={logits_to_keep} must be >= 0 (0 = all positions, n = the last n).")
         B, L = input_ids.shape
-        if L > self.config.max_sequence_length:
-            raise ValueError(
-                f"sequence length {L} exceeds max_sequence_length={self.config.max_sequence_length}; shorten the "
-                f"input or raise max_sequence_length in the config."
-            )
+        start, key_length = self._cache_span(past_key_values, cache_position, B, L)
         if attention_mask is not None:
-            if attention_mask.shape != input_ids.shape:
+            if attention_mask.shape != (B, key_length):
+                keys = "input_ids has" if past_key_values is None else "the keys (cache and input) need"
                 raise ValueError(
-                    f"attention_mask has shape {tuple(attention_mask.shape)} but input_ids has {tuple(input_ids.shape)}; "
+                    f"attention_mask has shape {tuple(attention_mask.shape)} but {keys} {(B, key_length)}; "
                     f"pass a 2D mask [batch, length] with 1 for real tokens and 0 for padding."
                 )
             if bool(attention_mask.all()):
                 attention_mask = None  # nothing is padded: take the unmasked (faster) attention path
+        use_cache = self.config.use_cache if use_cache is None else use_cache
 
         t = self.model.transformer
         x = t.wte(input_ids)  # [B, L, D]
-        cos, sin = rotary_cos_sin(L, self.config.head_dim, self.config.rope_theta, x.device)
-        mask = self._attention_mask(attention_mask, L, is_causal, x.device)
+        positions = torch.arange(start, start + L, device=x.device)
+        cos, sin = rotary_cos_sin(positions, self.config.head_dim, self.config.rope_theta)
+        mask = self._attention_mask(attention_mask, L, is_causal, x.device, start)
 
-        hidden_states = (x,) if output_hidden_states else None
-        for block in t.blocks:
-            x = block(x, cos, sin, mask, is_causal)
+        hidden_states = () if output_hidden_states else None
+        presents = () if use_cache else None
+        for i, block in enumerate(t.blocks):
             if output_hidden_states:
                 hidden_states += (x,)
+            layer_past = None if past_key_values is None else past_key_values[i]
+            x, present = block(x, cos, sin, mask, is_causal, layer_past=layer_past, cache_start=start,
+                               use_cache=use_cache)
+            if use_cache:
+                presents += (present,)
         x = t.ln_f(x)  # [B, L, D]
-        logits = t.ff_out(x) if compute_logits else None  # [B, L, V]
-        return LLaDAOutput(logits=logits, last_hidden_state=x, hidden_states=hidden_states)
+        if output_hidden_states:
+            hidden_states += (x,)  # after ln_f, as the official code and transformers return it
+        keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+        logits = t.ff_out(x[:, keep]) if compute_logits else None  # [B, K, V]
+        return LLaDAOutput(logits=logits, last_hidden_state=x, cache=presents, hidden_states=hidden_states)
