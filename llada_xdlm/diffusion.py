@@ -1,4 +1,4 @@
-"""The XDLM math (DESIGN §3): schedules, mixed-noise forward process, closed-form loss, reverse step.
+"""The XDLM math (docs/math.md): schedules, mixed-noise forward process, closed-form loss, reverse step.
 
 Notation: V ids are scored, m = mask id, k1 = mixing ratio, alpha = alpha_t, beta = 1 - alpha.
 Stationary noise r(e) = k1 / V + (1 - k1) [e = m]; forward marginal f_x(e) = alpha [e = x] + beta r(e).
