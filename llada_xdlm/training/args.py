@@ -93,7 +93,7 @@ def matches(value, annotation) -> bool:
     if origin is Literal:
         return any(value == a and type(value) is type(a) for a in args)
     if origin is list or annotation is list:
-        return isinstance(value, list) and all(matches(v, args[0]) for v in value) if args else isinstance(value, list)
+        return isinstance(value, list) and (not args or all(matches(v, args[0]) for v in value))
     if origin is dict or annotation is dict:
         return isinstance(value, dict)
     if annotation is type(None):
