@@ -386,7 +386,7 @@ def _data_file(tmp_path, name, rows):
 
 
 BAD_INPUTS = {
-    "unknown_objective": (dict(objective="bert"), r"objective='bert' is unknown"),
+    "unknown_objective": (dict(objective="bert"), r"objective='bert' \(str\) is not one of 'xdlm', 'mdlm'"),
     "k1_above_one": (dict(k1=1.5), r"k1=1.5 is outside \[0, 1\]"),
     "k1_below_zero": (dict(k1=-0.1), r"k1=-0.1 is outside \[0, 1\]"),
     "block_longer_than_model": (dict(block_size=128), r"block_size=128 exceeds the model's max_sequence_length=64"),

@@ -2,20 +2,162 @@
 
 `parse_recipe(["recipe.yaml", "--learning_rate", "1e-4"])` loads the YAML (flat keys, as HF example recipes),
 uses it as the defaults of an `HfArgumentParser` and lets the remaining command-line flags override it.
+
+Every value is checked before anything is built: its type against the dataclass field's annotation (YAML values;
+argparse converts command-line ones), its range against `LIMITS`, and the run length; errors name the key and the
+recipe file.
 """
 
+import math
 import os
+import types
 from dataclasses import dataclass, field, fields
-from typing import Literal
+from enum import Enum
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
 # LLaDA's linear layers inside each transformer block. `ff_out` also names the LM head
 # (model.transformer.ff_out), so targets are matched by a full-name regex restricted to the blocks.
 LLADA_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "attn_out", "ff_proj", "up_proj", "ff_out"]
-OBJECTIVES = ("xdlm", "mdlm", "udlm", "ar")
-SCHEDULES = ("linear", "loglinear")
-DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+# ---- value checks, driven by the dataclass annotations --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Limit:
+    """A closed (or, where marked, open) interval a numeric recipe value must lie in."""
+
+    low: float = -math.inf
+    high: float = math.inf
+    open_low: bool = False
+    open_high: bool = False
+    hint: str = ""
+
+    def __contains__(self, value) -> bool:
+        above = value > self.low if self.open_low else value >= self.low
+        below = value < self.high if self.open_high else value <= self.high
+        return above and below
+
+    def __str__(self) -> str:
+        if self.high == math.inf:
+            return f"{'>' if self.open_low else '>='} {self.low:g}"
+        return f"{'(' if self.open_low else '['}{self.low:g}, {self.high:g}{')' if self.open_high else ']'}"
+
+
+POSITIVE = Limit(0, open_low=True)
+NON_NEGATIVE = Limit(0)
+AT_LEAST_ONE = Limit(1)
+PROBABILITY = Limit(0, 1)
+# Ranges the annotations cannot express. (max_steps, which may be -1 for "use num_train_epochs", is checked with
+# the run length in `check_run_length`.)
+LIMITS = {
+    "tokenizer_vocab_size": AT_LEAST_ONE,
+    "lora_r": AT_LEAST_ONE,
+    "lora_alpha": POSITIVE,
+    "lora_dropout": Limit(0, 1, open_high=True),
+    "eval_rows": NON_NEGATIVE,
+    "block_size": Limit(2),
+    "random_length_prob": PROBABILITY,
+    "tokenizer_train_rows": AT_LEAST_ONE,
+    "k1": Limit(0, 1, hint="0 is pure masking (MDLM), 1 pure uniform (UDLM)"),
+    "eps": Limit(0, 1, open_low=True, open_high=True),
+    "learning_rate": POSITIVE,
+    "weight_decay": NON_NEGATIVE,
+    "max_grad_norm": NON_NEGATIVE,
+    "adam_beta1": Limit(0, 1, open_high=True),
+    "adam_beta2": Limit(0, 1, open_high=True),
+    "adam_epsilon": POSITIVE,
+    "per_device_train_batch_size": AT_LEAST_ONE,
+    "per_device_eval_batch_size": AT_LEAST_ONE,
+    "gradient_accumulation_steps": AT_LEAST_ONE,
+    "num_train_epochs": NON_NEGATIVE,
+    "warmup_steps": NON_NEGATIVE,
+    "logging_steps": POSITIVE,
+    "save_steps": POSITIVE,
+    "eval_steps": POSITIVE,
+    "dataloader_num_workers": NON_NEGATIVE,
+    "max_nonfinite_steps": NON_NEGATIVE,
+}
+
+
+def matches(value, annotation) -> bool:
+    """Whether a YAML value fits a field annotation. Booleans are not numbers; a string is a number only if float()
+    reads it (YAML 1.1 reads `3e-4` as a string); annotations this check does not know are left to the dataclass."""
+    origin, args = get_origin(annotation), get_args(annotation)
+    if annotation is Any:
+        return True
+    if origin in (Union, types.UnionType):
+        return any(matches(value, a) for a in args)
+    if origin is Literal:
+        return any(value == a and type(value) is type(a) for a in args)
+    if origin is list or annotation is list:
+        return isinstance(value, list) and (not args or all(matches(v, args[0]) for v in value))
+    if origin is dict or annotation is dict:
+        return isinstance(value, dict)
+    if annotation is type(None):
+        return value is None
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        if isinstance(value, str):
+            try:
+                float(value)
+            except ValueError:
+                return False
+            return True
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(annotation, type) and issubclass(annotation, Enum):
+        return isinstance(value, annotation) or value in {m.value for m in annotation}
+    if isinstance(annotation, type):
+        return isinstance(value, annotation)
+    return True
+
+
+PLURALS = {str: "strings", int: "integers", float: "numbers", bool: "booleans"}
+
+
+def describe(annotation) -> str:
+    """The annotation in words, for error messages."""
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin in (Union, types.UnionType):
+        return " or ".join(describe(a) for a in args)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if origin is list or annotation is list:
+        return f"a list of {PLURALS[args[0]]}" if args and args[0] in PLURALS else "a list"
+    if isinstance(annotation, type) and issubclass(annotation, Enum):
+        return "one of " + ", ".join(repr(m.value) for m in annotation)
+    names = {type(None): "null", bool: "true/false", int: "an integer", float: "a number", str: "a string",
+             dict: "a mapping"}
+    return names.get(origin or annotation, getattr(annotation, "__name__", str(annotation)))
+
+
+def check_type(key: str, value, annotation) -> None:
+    if not matches(value, annotation):
+        hint = ""
+        if isinstance(value, bool) and matches("", annotation):
+            hint = " (YAML reads unquoted yes/no/on/off as booleans: quote the word)"
+        raise ValueError(f"{key}={value!r} ({type(value).__name__}) is not {describe(annotation)}{hint}.")
+
+
+def check_limit(key: str, value) -> None:
+    limit = LIMITS.get(key)
+    if limit is not None and value is not None and value not in limit:
+        where = f"must be {limit}" if limit.high == math.inf else f"is outside {limit}"
+        raise ValueError(f"{key}={value!r} {where}" + (f": {limit.hint}." if limit.hint else "."))
+
+
+def check_fields(obj) -> None:
+    """Type and range of every field of a dataclass instance (run first in the __post_init__ of each group)."""
+    hints = get_type_hints(type(obj))
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        check_type(f.name, value, hints[f.name])
+        check_limit(f.name, value)
 
 
 @dataclass
@@ -50,6 +192,7 @@ class ModelArguments:
     )
 
     def __post_init__(self):
+        check_fields(self)
         self.model_name_or_path = self.model_name_or_path or None
         self.tokenizer_name_or_path = self.tokenizer_name_or_path or self.model_name_or_path
         if isinstance(self.model_config, str):
@@ -67,8 +210,6 @@ class ModelArguments:
                 f"model_config is only for a fresh model, but model_name_or_path={self.model_name_or_path!r} is set: "
                 "remove one of them."
             )
-        if self.dtype not in DTYPES:
-            raise ValueError(f"dtype={self.dtype!r} is not one of {DTYPES}.")
         if self.use_lora and not self.lora_target_modules:
             raise ValueError("use_lora is set but lora_target_modules is empty: name the block layers to adapt.")
 
@@ -110,21 +251,22 @@ class DataArguments:
     tokenizer_train_rows: int = field(
         default=20000, metadata={"help": "Rows of the train split used to build a fresh tokenizer."}
     )
+    pretokenized_dir: str | None = field(
+        default=None,
+        metadata={"help": "Folder of packed blocks + tokenizer written once by xdlm-pretokenize; training reads it."},
+    )
 
     def __post_init__(self):
-        if self.dataset_name is None and not self.data_files:
-            raise ValueError("No data: set dataset_name (Hub id) or data_files (local json/jsonl/txt/parquet).")
-        if self.mode not in ("pretrain", "sft"):
-            raise ValueError(f"mode={self.mode!r}: use 'pretrain' or 'sft'.")
-        if self.block_size < 2:
-            raise ValueError(f"block_size={self.block_size} is too small.")
-        if not 0.0 <= self.random_length_prob <= 1.0:
-            raise ValueError(f"random_length_prob={self.random_length_prob} must be in [0, 1].")
+        check_fields(self)
+        if self.dataset_name is None and not self.data_files and self.pretokenized_dir is None:
+            raise ValueError(
+                "No data: set dataset_name (Hub id), data_files (local json/jsonl/txt/parquet) or pretokenized_dir."
+            )
 
 
 @dataclass
 class DiffusionArguments:
-    """The training objective (DESIGN §3) and the end-of-run sample printout."""
+    """The training objective (docs/training.md, "The objective") and the end-of-run sample printout."""
 
     objective: Literal["xdlm", "mdlm", "udlm", "ar"] = field(
         default="xdlm", metadata={"help": "xdlm (mixed noise), mdlm (k1=0), udlm (k1=1), ar (causal next token)."}
@@ -147,14 +289,7 @@ class DiffusionArguments:
     )
 
     def __post_init__(self):
-        if self.objective not in OBJECTIVES:
-            raise ValueError(f"objective={self.objective!r} is unknown: use one of {OBJECTIVES}.")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule={self.schedule!r} is unknown: use one of {SCHEDULES}.")
-        if self.loss_implementation not in ("fused", "unfused"):
-            raise ValueError(f"loss_implementation={self.loss_implementation!r}: use 'fused' or 'unfused'.")
-        if self.k1 is not None and not 0.0 <= self.k1 <= 1.0:
-            raise ValueError(f"k1={self.k1} is outside [0, 1]: 0 is pure masking (MDLM), 1 pure uniform (UDLM).")
+        check_fields(self)
         fixed = {"mdlm": 0.0, "udlm": 1.0}.get(self.objective)
         if fixed is not None:
             if self.k1 is not None and self.k1 != fixed:
@@ -165,13 +300,31 @@ class DiffusionArguments:
         if isinstance(self.sample_kwargs, str):
             self.sample_kwargs = yaml.safe_load(self.sample_kwargs)
         self.sample_kwargs = {"steps": 32, "gen_length": 64, **(self.sample_kwargs or {})}
-        if not 0.0 < self.eps < 1.0:
-            raise ValueError(f"eps={self.eps} must be in (0, 1).")
+
+
+# transformers types resume_from_checkpoint as a path; a recipe may also say true (the newest complete checkpoint).
+RECIPE_TYPES = {"resume_from_checkpoint": bool | str | None}
+
+
+def check_run_length(max_steps: int, num_train_epochs: float, streaming: bool) -> None:
+    """max_steps >= 1, or -1 (the default) to train num_train_epochs > 0 epochs of a dataset with a length."""
+    if max_steps == 0 or max_steps < -1:
+        raise ValueError(
+            f"max_steps={max_steps}: set max_steps >= 1 (optimizer steps), or -1 (the default) to train "
+            "num_train_epochs epochs."
+        )
+    if max_steps == -1 and streaming:
+        raise ValueError("streaming datasets have no length: set max_steps >= 1.")
+    if max_steps == -1 and num_train_epochs <= 0:
+        raise ValueError(f"num_train_epochs={num_train_epochs} with max_steps unset trains nothing: set either.")
 
 
 def parse_recipe(argv: list[str]):
-    """(ModelArguments, DataArguments, DiffusionArguments, TrainingArguments) from `RECIPE.yaml [--key value ...]`."""
-    from transformers import HfArgumentParser, TrainingArguments
+    """(ModelArguments, DataArguments, DiffusionArguments, XDLMTrainingArguments) from `RECIPE.yaml [--key value
+    ...]`. Raises ValueError naming the key and the recipe for a value of the wrong type or out of range."""
+    from transformers import HfArgumentParser
+
+    from .training_args import XDLMTrainingArguments
 
     if not argv or not argv[0].endswith((".yaml", ".yml")):
         raise ValueError(f"Usage: xdlm-train RECIPE.yaml [--key value ...]; got {argv!r}")
@@ -179,11 +332,24 @@ def parse_recipe(argv: list[str]):
         raise FileNotFoundError(f"Recipe {argv[0]!r} does not exist.")
     with open(argv[0]) as f:
         recipe = yaml.safe_load(f) or {}
-    parser = HfArgumentParser((ModelArguments, DataArguments, DiffusionArguments, TrainingArguments))
-    known = {f.name for dtype in parser.dataclass_types for f in fields(dtype)}
-    unknown = sorted(set(recipe) - known)
+    groups = (ModelArguments, DataArguments, DiffusionArguments, XDLMTrainingArguments)
+    hints = {f.name: get_type_hints(g)[f.name] for g in groups for f in fields(g) if f.init} | RECIPE_TYPES
+    unknown = sorted(set(recipe) - set(hints))
     if unknown:
         raise ValueError(f"Recipe {argv[0]!r} has unknown keys {unknown}: check their spelling (docs/training.md).")
-    # YAML values become the parser's defaults: typed values pass through, strings ("3e-4") are converted by argparse.
-    parser.set_defaults(**recipe)
-    return parser.parse_args_into_dataclasses(args=argv[1:])
+    parser = HfArgumentParser(groups)
+    try:
+        for key, value in recipe.items():  # before argparse, which would pass typed values through unchecked
+            check_type(key, value, hints[key])
+        # YAML values become the parser's defaults; strings ("3e-4") and command-line values are converted by it.
+        parser.set_defaults(**recipe)
+        values = vars(parser.parse_args(argv[1:]))
+        resume = values["resume_from_checkpoint"]
+        if isinstance(resume, str) and resume.lower() in ("true", "false"):
+            values["resume_from_checkpoint"] = resume.lower() == "true"  # `--resume_from_checkpoint true`
+        for key, value in values.items():
+            check_limit(key, value)
+        check_run_length(values["max_steps"], values["num_train_epochs"], values["streaming"])
+        return tuple(g(**{f.name: values[f.name] for f in fields(g) if f.init}) for g in groups)
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"Recipe {argv[0]!r}: {error}") from error

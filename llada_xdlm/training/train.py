@@ -2,7 +2,8 @@
 
 Order matters for ZeRO-3: TrainingArguments (which registers the DeepSpeed config) exist before the model is
 built, so `from_pretrained` / `_from_config` create the parameters already partitioned and an 8B model never sits
-whole in one process. Every input check runs before training starts.
+whole in one process. Every input check runs before training starts; the recipe values, the output directory and
+the checkpoint to resume from are checked before any model or data is built.
 """
 
 import logging
@@ -17,7 +18,9 @@ from transformers.integrations import is_deepspeed_zero3_enabled
 from ..modeling import LLaDAConfig, LLaDAModelLM
 from ..tokenization import build_tokenizer
 from .args import DataArguments, DiffusionArguments, ModelArguments, parse_recipe
+from .checkpoints import check_output_dir, resolve_resume
 from .data import XDLMCollator, build_dataset, corpus_texts, load_splits
+from .pretokenize import load_pretokenized
 from .trainer import XDLMTrainer
 
 logger = logging.getLogger("llada_xdlm.train")
@@ -31,13 +34,10 @@ def load_tokenizer(model_args: ModelArguments, data_args: DataArguments, raw_tra
     return build_tokenizer(corpus_texts(raw_train, data_args), model_args.tokenizer_vocab_size)
 
 
-def load_model(model_args: ModelArguments, tokenizer) -> LLaDAModelLM:
-    """A checkpoint, or a fresh LLaDA-architecture model sized by model_config with the tokenizer's special ids."""
-    dtype = model_args.dtype
+def model_config(model_args: ModelArguments, tokenizer) -> LLaDAConfig:
+    """The checkpoint's config, or a fresh one sized by model_config with the tokenizer's vocabulary and special ids."""
     if model_args.model_name_or_path:
-        return LLaDAModelLM.from_pretrained(
-            model_args.model_name_or_path, dtype=dtype, attn_implementation=model_args.attn_implementation
-        )
+        return LLaDAConfig.from_pretrained(model_args.model_name_or_path)
     specials = dict(
         vocab_size=len(tokenizer),
         embedding_size=len(tokenizer),
@@ -46,10 +46,21 @@ def load_model(model_args: ModelArguments, tokenizer) -> LLaDAModelLM:
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
-    config = LLaDAConfig(**{**specials, **model_args.model_config})
+    return LLaDAConfig(**{**specials, **model_args.model_config})
+
+
+def load_model(model_args: ModelArguments, tokenizer) -> LLaDAModelLM:
+    """A checkpoint, or a fresh LLaDA-architecture model sized by model_config with the tokenizer's special ids."""
+    dtype = model_args.dtype
+    if model_args.model_name_or_path:
+        return LLaDAModelLM.from_pretrained(
+            model_args.model_name_or_path, dtype=dtype, attn_implementation=model_args.attn_implementation
+        )
     dtype = torch.float32 if dtype == "auto" else getattr(torch, dtype)
     # _from_config builds under deepspeed.zero.Init when ZeRO-3 is on (partitioned at creation).
-    return LLaDAModelLM._from_config(config, dtype=dtype, attn_implementation=model_args.attn_implementation)
+    return LLaDAModelLM._from_config(
+        model_config(model_args, tokenizer), dtype=dtype, attn_implementation=model_args.attn_implementation
+    )
 
 
 def resolve_mask_id(config, tokenizer) -> int:
@@ -84,6 +95,20 @@ def check_compatible(config, tokenizer, data_args: DataArguments, mask_id: int) 
         )
     if tokenizer.eos_token_id is None:
         raise ValueError("The tokenizer has no EOS token: documents are separated (and SFT padded) with EOS.")
+
+
+def load_data(model_args: ModelArguments, data_args: DataArguments, seed: int):
+    """(tokenizer, train blocks, eval blocks or None) from the recipe's data: the tokenizer loaded (or built), the
+    model config checked against it, the text tokenised and packed (lazily when streaming)."""
+    raw_train, raw_eval = load_splits(data_args)
+    tokenizer = load_tokenizer(model_args, data_args, raw_train)
+    config = model_config(model_args, tokenizer)
+    mask_id = resolve_mask_id(config, tokenizer)
+    check_compatible(config, tokenizer, data_args, mask_id)
+    train = build_dataset(raw_train, tokenizer, data_args, mask_id, seed, "train", train=True)
+    if raw_eval is None:
+        return tokenizer, train, None
+    return tokenizer, train, build_dataset(raw_eval, tokenizer, data_args, mask_id, seed, "eval", train=False)
 
 
 def add_lora(model, model_args: ModelArguments):
@@ -124,8 +149,6 @@ def main(argv: list[str] | None = None) -> dict:
     model_args, data_args, diffusion_args, training_args = parse_recipe(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
-    if data_args.streaming and training_args.max_steps <= 0:
-        raise ValueError("streaming datasets have no length: set max_steps in the recipe.")
     training_args.remove_unused_columns = False  # examples hold exactly input_ids (+ labels)
     # Touching .device initialises torch.distributed (and DeepSpeed's comm) now, before zero.Init builds the model.
     logger.info("Process %d of %d on %s", training_args.process_index, training_args.world_size, training_args.device)
@@ -136,16 +159,16 @@ def main(argv: list[str] | None = None) -> dict:
         # world size (a no-op where accelerate already did it).
         deepspeed.init_distributed(dist_backend=training_args.ddp_backend)
     set_seed(training_args.seed)
+    check_output_dir(training_args.output_dir, training_args.resume_from_checkpoint,
+                     training_args.overwrite_output_dir, main_process=training_args.should_save)
+    # Every process verifies the checkpoint itself (the same files, the same verdict: no process waits on another).
+    resume = resolve_resume(training_args.resume_from_checkpoint, training_args.output_dir)
 
-    raw_train, raw_eval = load_splits(data_args)
-    tokenizer = load_tokenizer(model_args, data_args, raw_train)
+    load = load_pretokenized if data_args.pretokenized_dir else load_data
+    tokenizer, train_dataset, eval_dataset = load(model_args, data_args, training_args.seed)
     model = load_model(model_args, tokenizer)
     mask_id = resolve_mask_id(model.config, tokenizer)
     check_compatible(model.config, tokenizer, data_args, mask_id)
-    train_dataset = build_dataset(raw_train, tokenizer, data_args, mask_id, training_args.seed, "train", train=True)
-    eval_dataset = None
-    if raw_eval is not None:
-        eval_dataset = build_dataset(raw_eval, tokenizer, data_args, mask_id, training_args.seed, "eval", train=False)
 
     if diffusion_args.objective != "ar":
         model.config.k1 = diffusion_args.k1  # saved with every checkpoint: the sampler's / evaluator's default
@@ -162,10 +185,11 @@ def main(argv: list[str] | None = None) -> dict:
         eval_dataset=eval_dataset,
         data_collator=XDLMCollator(tokenizer.eos_token_id, count_padding=data_args.mode == "sft"),
         processing_class=tokenizer,
+        max_nonfinite_steps=training_args.max_nonfinite_steps,
     )
     # With validation data, evaluate once before the first step too (inside train(): DeepSpeed-safe).
     training_args.eval_on_start = eval_dataset is not None
-    result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    result = trainer.train(resume_from_checkpoint=resume)
     metrics = {"train_loss": result.training_loss}
     if eval_dataset is not None:
         metrics["nelbo_before"] = next(log["eval_nelbo"] for log in trainer.state.log_history if "eval_nelbo" in log)

@@ -5,16 +5,27 @@ one forward; per-token loss from `llada_xdlm.diffusion.xdlm_loss` (or the fused,
 schedule weight; summed over counted tokens (labels != -100) and divided by the number of counted tokens of the
 whole optimizer step (`num_items_in_batch`: all gradient-accumulation micro-batches and all processes), so gradient
 accumulation and data parallelism give the same update as one big batch.
+
+Safety: checkpoints are saved under a temporary name with a manifest and renamed when complete (`checkpoints`); a
+streaming run saves its data loader's position and resumes from it instead of replaying the stream; the run stops at
+the first optimizer step whose loss or gradient norm is not finite (or skips up to `max_nonfinite_steps` of them).
 """
 
+import logging
 import math
+import os
+import shutil
 
 import torch
 import torch.nn.functional as F
 from transformers import Trainer
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from .. import diffusion
+from . import checkpoints
 from .args import DiffusionArguments
+
+logger = logging.getLogger("llada_xdlm.train")
 
 
 class XDLMTrainer(Trainer):
@@ -23,9 +34,26 @@ class XDLMTrainer(Trainer):
     # compute_loss divides by the step's token count itself: Trainer must not divide by the accumulation steps.
     loss_is_scaled_for_ga = True
 
-    def __init__(self, *args, diffusion_args: DiffusionArguments, mask_token_id: int, **kwargs):
+    def __init__(self, *args, diffusion_args: DiffusionArguments, mask_token_id: int, max_nonfinite_steps: int = 0,
+                 **kwargs):
         kwargs.setdefault("compute_metrics", nelbo_metrics)
         super().__init__(*args, **kwargs)
+        if max_nonfinite_steps > 0 and self.is_deepspeed_enabled:
+            raise ValueError(
+                "max_nonfinite_steps > 0 cannot skip steps under DeepSpeed (its engine applies the update before the "
+                "trainer sees the gradient norm): set max_nonfinite_steps: 0 (stop at the first non-finite step)."
+            )
+        self.max_nonfinite_steps = max_nonfinite_steps
+        self._nonfinite_steps = 0
+        self._losses_finite = None  # [] bool: every micro-batch loss of the current optimizer step was finite
+        self._resumed_from = None
+        self._restore_rng_after_fetch = False
+        self._staging_dir = None
+        self._train_dataloader = None
+        # A streaming dataset is resumed from its saved position (torchdata's StatefulDataLoader under accelerate),
+        # not by re-reading every batch seen so far.
+        if isinstance(self.train_dataset, torch.utils.data.IterableDataset):
+            self.accelerator.dataloader_config.use_stateful_dataloader = True
         self.diffusion_args = diffusion_args
         self.mask_token_id = mask_token_id
         self.schedule = diffusion.get_schedule(diffusion_args.schedule)
@@ -88,6 +116,117 @@ class XDLMTrainer(Trainer):
         if self.args.average_tokens_across_devices:  # the count is global; DDP / ZeRO average gradients over ranks
             loss = loss * self.accelerator.num_processes
         return (loss, None) if return_outputs else loss
+
+    # ---- non-finite loss or gradient norm: stop (or skip the update) --------------------------------------------
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        finite = torch.isfinite(loss)  # stays on the device: read once per optimizer step
+        self._losses_finite = finite if self._losses_finite is None else self._losses_finite & finite
+        return loss
+
+    def _get_grad_norm(self, model, grad_norm=None):
+        """Runs once per optimizer step, after the backward passes and before `optimizer.step()`."""
+        grad_norm = super()._get_grad_norm(model, grad_norm)
+        self._check_finite(grad_norm)
+        return grad_norm
+
+    def _check_finite(self, grad_norm) -> None:
+        bad_loss = (~self._losses_finite).float().reshape(1)
+        self._losses_finite = None
+        bad_loss = bool(self.accelerator.reduce(bad_loss, reduction="sum").item())  # any process
+        norm = float(grad_norm)
+        # Under fp16 an infinite gradient norm is the loss scaler's business: it skips that step itself.
+        bad_norm = not math.isfinite(norm) and not self.args.fp16
+        if not (bad_loss or bad_norm):
+            return
+        step = self.state.global_step + 1
+        what = "the loss" if bad_loss else f"the gradient norm ({norm})"
+        if self._nonfinite_steps < self.max_nonfinite_steps:
+            self._nonfinite_steps += 1
+            # Parameters without a gradient are left alone by the optimizer: the step changes no weight or moment.
+            self.optimizer.zero_grad(set_to_none=True)
+            logger.warning("Step %d: %s is not finite; update skipped (%d of max_nonfinite_steps=%d)", step, what,
+                           self._nonfinite_steps, self.max_nonfinite_steps)
+            return
+        origin = f"resumed from {self._resumed_from}" if self._resumed_from else "started without a checkpoint"
+        raise FloatingPointError(
+            f"Step {step}: {what} is not finite; stopping before the update (the run {origin}; nothing after the last "
+            "checkpoint is saved). Lower learning_rate, check this step's data, or allow skipping such steps with "
+            "max_nonfinite_steps: N."
+        )
+
+    # ---- checkpoints and resume ------------------------------------------------------------------------------
+
+    def train(self, resume_from_checkpoint: bool | str | None = None, **kwargs):
+        """`resume_from_checkpoint=True` takes the newest complete checkpoint of output_dir (verified); a path is used
+        as given (xdlm-train verifies it first). A checkpoint holding the data loader's position (a streaming run)
+        resumes there instead of replaying the batches seen so far."""
+        if resume_from_checkpoint is True:
+            resume_from_checkpoint = checkpoints.newest_complete_checkpoint(self.args.output_dir)
+        self._resumed_from = resume_from_checkpoint or None
+        stateful = bool(self._resumed_from) and self._stateful_data and os.path.isfile(
+            self._data_state_file(self._resumed_from)
+        )
+        self._restore_rng_after_fetch = stateful
+        skip_data = self.args.ignore_data_skip
+        self.args.ignore_data_skip = skip_data or stateful  # the loader restores its position itself
+        try:
+            return super().train(resume_from_checkpoint=self._resumed_from, **kwargs)
+        finally:
+            self.args.ignore_data_skip = skip_data
+
+    @property
+    def _stateful_data(self) -> bool:
+        return bool(self.accelerator.dataloader_config.use_stateful_dataloader)
+
+    def _data_state_file(self, folder: str) -> str:
+        return os.path.join(folder, f"data_state_{self.args.process_index}.pt")
+
+    def get_train_dataloader(self):
+        loader = super().get_train_dataloader()
+        if self._stateful_data and self._resumed_from and os.path.isfile(self._data_state_file(self._resumed_from)):
+            loader.load_state_dict(torch.load(self._data_state_file(self._resumed_from), weights_only=True))
+            logger.info("Resume: the data continues from the position saved in %s", self._resumed_from)
+        self._train_dataloader = loader
+        return loader
+
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        batches = super().get_batch_samples(epoch_iterator, num_batches, device)
+        if self._restore_rng_after_fetch:
+            # Starting the data iterator drew a seed from the global RNG, which the uninterrupted run did before its
+            # checkpoint: restore the RNG again now, as the Trainer does after replaying batches.
+            self._restore_rng_after_fetch = False
+            self._load_rng_state(self._resumed_from)
+        return batches
+
+    def _get_output_dir(self, trial) -> str:
+        return self._staging_dir or super()._get_output_dir(trial)
+
+    def _save_checkpoint(self, model, trial) -> None:
+        """Trainer's save into `tmp-checkpoint-N/checkpoint-N` (every process writes its part), plus the data
+        loader's position; then the main process writes the manifest, renames it to `checkpoint-N` and rotates."""
+        run_dir = self._get_output_dir(trial)
+        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        self._staging_dir = os.path.join(run_dir, checkpoints.STAGING_PREFIX + name)
+        staged, final = os.path.join(self._staging_dir, name), os.path.join(run_dir, name)
+        if self.args.should_save and os.path.isdir(self._staging_dir):
+            shutil.rmtree(self._staging_dir)  # a save of this step that a crash interrupted
+        self.accelerator.wait_for_everyone()
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self._staging_dir = None
+        if self._stateful_data and self._train_dataloader is not None:
+            torch.save(self._train_dataloader.state_dict(), self._data_state_file(staged))
+        self.accelerator.wait_for_everyone()
+        if self.args.should_save:
+            if self.state.best_model_checkpoint == staged:
+                self.state.best_model_checkpoint = final
+                self.state.save_to_json(os.path.join(staged, "trainer_state.json"))
+            checkpoints.finish_checkpoint(staged, final)
+            rotate_checkpoints(run_dir, self.args.save_total_limit, self.state.best_model_checkpoint, use_mtime=True)
+        self.accelerator.wait_for_everyone()
 
     # ---- logging ----------------------------------------------------------------------------------------------
 
