@@ -2,6 +2,7 @@
 
 import copy
 import itertools
+import json
 import math
 
 import numpy
@@ -336,3 +337,17 @@ def test_paper_mode_refuses_a_prompt_that_does_not_fit_standard_mode_warns(check
     with caplog.at_level("WARNING"):
         standard.generate_until(gen_requests([long_prompt]))
     assert "truncated to its last 16" in caplog.text
+
+
+def test_generation_statistics_count_forwards_and_tokens(checkpoint, tmp_path):
+    """5 prompts at batch size 2 are 3 generate() calls of `steps` forwards each (twice that with cfg);
+    every prompt gets gen_length tokens. Written to stats_path."""
+    path = tmp_path / "stats.json"
+    lm = make_lm(checkpoint, batch_size=2, steps=4, gen_length=8, stats_path=str(path))
+    lm.generate_until(gen_requests(PROMPTS))
+    stats = json.loads(path.read_text())
+    assert (stats["prompts"], stats["generated_tokens"], stats["forwards"]) == (5, 40, 12)
+    assert stats["tokens_per_forward"] == 40 / 12 and stats["tokens_per_second"] > 0
+    lm = make_lm(checkpoint, batch_size=2, steps=4, gen_length=8, cfg_scale=1.0)
+    lm.generate_until(gen_requests(PROMPTS))
+    assert lm.stats["forwards"] == 24

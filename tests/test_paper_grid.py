@@ -68,6 +68,8 @@ def test_grid_runs_every_cell_resumes_after_a_kill_and_writes_table_and_plot(che
         assert 0.0 <= r["score"] <= 100.0
         line = next(ln for ln in table.splitlines() if ln.startswith(f"| {r['row']} | {r['k1']:g} | {r['steps']} |"))
         assert f"{r['score']:.1f}" in line
+        assert r["tokens_per_forward"] == 8 / r["steps"]  # batch 1: gen_length 8 tokens in `steps` forwards
+    assert "| xdlm | 4 | 2.00 |" in table  # the speed table
     assert (output / "grid.png").stat().st_size > 10_000
 
 

@@ -10,8 +10,10 @@ lm-eval shards the requests over processes and this class supplies rank, world s
 
 import atexit
 import inspect
+import json
 import logging
 import os
+import time
 import zlib
 from dataclasses import fields, replace
 
@@ -44,6 +46,7 @@ class XDLMEvalLM(LM):
         mc_num: int = 128,
         likelihood: str = "mdlm",
         max_length: int | None = None,
+        stats_path: str | None = None,
         **sampler_settings,
     ):
         """pretrained: checkpoint folder or Hub id; peft: adapter folder merged into it; batch_size: prompts per
@@ -54,7 +57,8 @@ class XDLMEvalLM(LM):
         gen_length (default 256), block_length, k1 (default: the checkpoint's config.k1), refine_budget,
         temperature, remasking, cfg_scale (generation only), ...); mc_num: samples per loglikelihood; likelihood:
         "mdlm" (LLaDA's estimator, low variance) or "xdlm" (the XDLM bound at k1); max_length: tokens per sequence
-        (default: config.max_sequence_length)."""
+        (default: config.max_sequence_length); stats_path: a JSON file to write generation statistics to (prompts,
+        generated tokens, model forwards, seconds; one file per process under data parallelism, `.rank<r>` added)."""
         super().__init__()
         sampler = _validate(pretrained, dtype, batch_size, mode, mc_num, likelihood, max_length, sampler_settings)
         from accelerate import Accelerator
@@ -100,6 +104,8 @@ class XDLMEvalLM(LM):
         self.prefix = [bos if bos is not None else self.eos_id]  # the start-of-text token every input begins with
         eot = self.tokenizer.convert_tokens_to_ids("<|eot_id|>")  # LLaDA-Instruct's end of turn (unk if absent)
         self.end_ids = {self.eos_id, eot} - {self.tokenizer.unk_token_id, None}
+        self.stats_path = stats_path
+        self.stats = {"prompts": 0, "generated_tokens": 0, "forwards": 0, "seconds": 0.0}
 
     # ---- construction from lm-eval's --model_args ---------------------------------------------------------
 
@@ -167,6 +173,9 @@ class XDLMEvalLM(LM):
             groups.setdefault(repr(sorted(r.args[1].items())), []).append(i)
         results: list[str | None] = [None] * len(requests)
         bar = tqdm(total=len(requests), desc="xdlm generate_until", disable=disable_tqdm or self.rank != 0)
+        count_forwards = self.model.register_forward_hook(lambda *_: self.stats.__setitem__(
+            "forwards", self.stats["forwards"] + 1))
+        start_time = time.perf_counter()
         for indices in groups.values():
             kwargs = requests[indices[0]].args[1]
             until = kwargs.get("until") or []
@@ -177,6 +186,8 @@ class XDLMEvalLM(LM):
             for start in range(0, len(indices), self.batch_size):
                 batch = indices[start : start + self.batch_size]
                 input_ids, attention_mask = self._left_pad([prompts[i] for i in batch])
+                self.stats["prompts"] += len(batch)
+                self.stats["generated_tokens"] += len(batch) * gen_length
                 out = generate(self.model, input_ids, attention_mask, self.sampler, mask_id=self.mask_id,
                                eos_token_id=None if self.mode == "paper" else self.eos_id)
                 texts = [self._decode(row[input_ids.shape[1]:][:max_new].tolist()) for row in out]
@@ -185,7 +196,24 @@ class XDLMEvalLM(LM):
                     self.cache_hook.add_partial("generate_until", requests[i].args, text)
                 bar.update(len(batch))
         bar.close()
+        count_forwards.remove()
+        self.stats["seconds"] += time.perf_counter() - start_time
+        self._report_stats()
         return results
+
+    def _report_stats(self) -> None:
+        """Log the generation statistics so far (tokens per forward, tokens/s) and write them to stats_path."""
+        stats = dict(self.stats)
+        stats["tokens_per_forward"] = stats["generated_tokens"] / max(stats["forwards"], 1)
+        stats["tokens_per_second"] = stats["generated_tokens"] / max(stats["seconds"], 1e-9)
+        logger.info("xdlm generation: %d prompts, %d tokens in %d forwards (%.2f tokens/forward), %.1f tokens/s",
+                    stats["prompts"], stats["generated_tokens"], stats["forwards"], stats["tokens_per_forward"],
+                    stats["tokens_per_second"])
+        if self.stats_path:
+            path = self.stats_path if self.world_size == 1 else f"{self.stats_path}.rank{self.rank}"
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            with open(path, "w", encoding="utf-8") as f:
+                json.dump(stats, f, indent=1)
 
     def _prompt_ids(self, text: str) -> list[int]:
         """Token ids of a generation prompt. "paper": the tokenizer's own special tokens, as the authors encode it,

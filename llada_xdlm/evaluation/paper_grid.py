@@ -96,7 +96,8 @@ def lm_eval_command(row: GridRow, steps: int, tasks: list[str], run_dir: str, mo
                     launcher: list[str], limit: float | None) -> list[str]:
     """The lm-eval invocation of one (row, steps) run: mode "paper", gen_length 256, one block, greedy."""
     args = {"pretrained": row.pretrained, "mode": "paper", "steps": steps, "gen_length": 256, "block_length": 256,
-            "temperature": 0.0, "k1": row.k1, "dtype": "bfloat16", **model_args}
+            "temperature": 0.0, "k1": row.k1, "dtype": "bfloat16",
+            "stats_path": os.path.join(run_dir, "generation_stats.json"), **model_args}
     command = [*launcher, "-m", "llada_xdlm.eval", "--model", "xdlm",
                "--model_args", ",".join(f"{k}={v}" for k, v in args.items()), "--tasks", ",".join(tasks),
                "--output_path", run_dir, "--confirm_run_unsafe_code"]
@@ -125,9 +126,22 @@ def read_scores(run_dir: str, tasks: list[str]) -> dict[str, float]:
     return scores
 
 
+def read_speed(run_dir: str) -> dict[str, float]:
+    """Tokens per forward and tokens/s of a run, summed over its processes' generation statistics."""
+    totals = {"generated_tokens": 0, "forwards": 0, "seconds": 0.0}
+    for path in glob.glob(os.path.join(run_dir, "generation_stats.json*")):
+        with open(path, encoding="utf-8") as f:
+            stats = json.load(f)
+        for key in totals:
+            totals[key] += stats[key]
+    processes = max(len(glob.glob(os.path.join(run_dir, "generation_stats.json*"))), 1)
+    return {"tokens_per_forward": totals["generated_tokens"] / max(totals["forwards"], 1),
+            "tokens_per_second": totals["generated_tokens"] / max(totals["seconds"] / processes, 1e-9)}
+
+
 def run_grid(rows: list[GridRow], steps_list, tasks, output: str, model_args: dict | None = None,
              include_paths=(EVAL_TASKS_DIR,), launcher: list[str] | None = None, limit: float | None = None) -> dict:
-    """Run every missing cell; return {row name: {task: {steps: score}}} over all finished cells."""
+    """Run every missing cell; return collect()'s cell records over all finished cells."""
     launcher = launcher or default_launcher()
     env = {**os.environ, "HF_ALLOW_CODE_EVAL": "1"}  # MBPP / HumanEval run generated programs in the sandbox
     for row in rows:
@@ -141,12 +155,13 @@ def run_grid(rows: list[GridRow], steps_list, tasks, output: str, model_args: di
             start = time.time()
             subprocess.run(command, env=env, check=True)
             seconds = time.time() - start
+            speed = read_speed(run_dir)
             for task, score in read_scores(run_dir, missing).items():
                 path = cell_path(output, row, steps, task)
                 os.makedirs(os.path.dirname(path), exist_ok=True)
                 record = {"row": row.name, "pretrained": row.pretrained, "k1": row.k1, "steps": steps,
                           "task": task, "score": score, "seconds": seconds, "tasks_in_run": missing,
-                          "run_dir": run_dir}
+                          "run_dir": run_dir, **speed}
                 with open(path + ".tmp", "w", encoding="utf-8") as f:
                     json.dump(record, f, indent=1)
                 os.replace(path + ".tmp", path)  # a cell exists only once complete
@@ -164,15 +179,34 @@ def default_launcher() -> list[str]:
 
 
 def collect(output: str, rows, steps_list, tasks) -> dict:
-    scores: dict = {}
+    """{row name: {task: {steps: cell record}}} over the finished cells."""
+    cells: dict = {}
     for row in rows:
         for steps in steps_list:
             for task in tasks:
                 path = cell_path(output, row, steps, task)
                 if os.path.exists(path):
                     with open(path, encoding="utf-8") as f:
-                        scores.setdefault(row.name, {}).setdefault(task, {})[steps] = json.load(f)["score"]
-    return scores
+                        cells.setdefault(row.name, {}).setdefault(task, {})[steps] = json.load(f)
+    return cells
+
+
+def scores_of(cells: dict) -> dict:
+    """{row name: {task: {steps: score}}} from collect()'s cell records."""
+    return {row: {task: {steps: c["score"] for steps, c in by_steps.items()} for task, by_steps in tasks.items()}
+            for row, tasks in cells.items()}
+
+
+def speed_table(cells: dict, rows, steps_list) -> str:
+    """Tokens per forward and tokens/s per (model, steps), from the runs' generation statistics."""
+    lines = ["| model | steps | tokens / forward | tokens / s |", "|---|---|---|---|"]
+    for row in rows:
+        for steps in steps_list:
+            records = [by_steps[steps] for by_steps in cells.get(row.name, {}).values() if steps in by_steps]
+            if records:
+                r = records[0]
+                lines.append(f"| {row.name} | {steps} | {r['tokens_per_forward']:.2f} | {r['tokens_per_second']:.1f} |")
+    return "\n".join(lines) + "\n"
 
 
 def markdown_table(scores: dict, rows, steps_list, tasks) -> str:
@@ -250,9 +284,11 @@ def main(argv: list[str] | None = None) -> None:
 
     model_args = simple_parse_args_string(args.model_args) if args.model_args else {}
     launcher = shlex.split(args.launcher) if args.launcher else None
-    scores = run_grid(rows, args.steps, args.tasks, args.output, model_args,
-                      [EVAL_TASKS_DIR, *args.include_path], launcher, args.limit)
-    table = markdown_table(scores, rows, args.steps, args.tasks)
+    cells = run_grid(rows, args.steps, args.tasks, args.output, model_args,
+                     [EVAL_TASKS_DIR, *args.include_path], launcher, args.limit)
+    scores = scores_of(cells)
+    table = markdown_table(scores, rows, args.steps, args.tasks) + "\nGeneration speed (per lm-eval run):\n\n" + \
+        speed_table(cells, rows, args.steps)
     with open(os.path.join(args.output, "grid.md"), "w", encoding="utf-8") as f:
         f.write(table)
     plot(scores, rows, args.steps, args.tasks, os.path.join(args.output, "grid.png"))
