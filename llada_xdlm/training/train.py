@@ -203,10 +203,11 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"{key}: {value:.4f}{extra}", flush=True)
     if diffusion_args.sample_prompts and diffusion_args.objective != "ar":
         print_samples(trainer.model, tokenizer, diffusion_args, trainer.is_world_process_zero())
-    if torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
+    if torch.distributed.is_initialized():
         # Tear the process group down while every rank is alive: left to interpreter exit, gloo's threads can
-        # abort a rank ("terminate called without an active exception") after a run that succeeded.
-        torch.distributed.barrier()
+        # abort a rank ("terminate called without an active exception") after a run that succeeded, one process too.
+        if torch.distributed.get_world_size() > 1:
+            torch.distributed.barrier()
         torch.distributed.destroy_process_group()
     return metrics
 
