@@ -94,7 +94,8 @@ def main():
         if args.model:
             prompt = text_prompts(args.data, tokenizer, B, args.prompt_length)
         else:
-            prompt = torch.randint(0, c.mask_token_id, (B, args.prompt_length), generator=torch.Generator().manual_seed(B))
+            seed = torch.Generator().manual_seed(B)
+            prompt = torch.randint(0, c.mask_token_id, (B, args.prompt_length), generator=seed)
         prompt = prompt.to(args.device)
         print(f"\nbatch {B}\n{'cache':8s} {'threshold':>9s} {'forwards':>8s} {'wall s':>8s} {'cpu s':>8s} "
               f"{'x none':>7s} {'x none cpu':>10s} {'x fixed cpu':>11s} {'agreement':>9s}")
