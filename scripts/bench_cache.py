@@ -67,7 +67,7 @@ def main():
     ap.add_argument("--block-length", type=int, default=32)
     ap.add_argument("--steps", type=int, default=64)
     ap.add_argument("--k1", type=float, default=0.0)
-    ap.add_argument("--threshold", type=float, default=0.9)
+    ap.add_argument("--threshold", type=float, nargs="+", default=[0.9])
     args = ap.parse_args()
     if (args.model is None) != (args.data is None):
         ap.error("--model and --data go together: a trained model is prompted with texts.")
@@ -94,12 +94,13 @@ def main():
         if args.model:
             prompt = text_prompts(args.data, tokenizer, B, args.prompt_length)
         else:
-            prompt = torch.randint(0, c.mask_token_id, (B, args.prompt_length), generator=torch.Generator().manual_seed(B))
+            seed = torch.Generator().manual_seed(B)
+            prompt = torch.randint(0, c.mask_token_id, (B, args.prompt_length), generator=seed)
         prompt = prompt.to(args.device)
         print(f"\nbatch {B}\n{'cache':8s} {'threshold':>9s} {'forwards':>8s} {'wall s':>8s} {'cpu s':>8s} "
               f"{'x none':>7s} {'x none cpu':>10s} {'x fixed cpu':>11s} {'agreement':>9s}")
         runs = {}
-        for threshold in (None, args.threshold):
+        for threshold in (None, *args.threshold):
             for cache in CACHES:
                 forwards.clear()
                 sync()
