@@ -19,8 +19,8 @@ Only target positions are noised; the rest (e.g. an lm-eval context) stays clean
     nelbo = nelbo_samples(model, input_ids, target_mask, estimator="xdlm", k1=0.1, mc_num=128)  # [N, mc_num]
     loglik = -nelbo.mean(-1)                                                                     # [N]
 
-The model must follow llada_xdlm's forward contract (compute_logits=False -> last_hidden_state, and an LM head
-from get_output_embeddings()). The head runs only on the columns that hold targets.
+The model must follow llada_xdlm's forward contract (`logits_to_keep=` picks the positions the LM head runs on, as
+in transformers): the head runs only on the columns that hold targets.
 """
 
 import torch
@@ -57,7 +57,7 @@ def nelbo_samples(
     N, L = input_ids.shape
     n_targets = target_mask.sum(-1)  # [N]
     counts = _stratified_counts(n_targets, mc_num, generator, device).reshape(-1)  # [N * mc_num], in {1..T}
-    head = model.get_output_embeddings()
+    V = model.get_output_embeddings().weight.shape[0]
 
     rows = torch.arange(N, device=device).repeat_interleave(mc_num)  # [N * mc_num]
     out = torch.empty(N * mc_num, dtype=torch.float64, device=device)
@@ -67,12 +67,12 @@ def nelbo_samples(
         clean, targets = input_ids[r], target_mask[r]  # [b, L]
         chosen = _choose(targets, n, generator)  # [b, L]: exactly n[i] random targets of row i
         if estimator == "xdlm":
-            noise = prior_sample(clean.shape, k1, mask_id, head.weight.shape[0], generator=generator, device=device)
+            noise = prior_sample(clean.shape, k1, mask_id, V, generator=generator, device=device)
             noisy = torch.where(chosen, noise, clean)
         else:
             noisy = torch.where(chosen, mask_id, clean)
         mask = None if attention_mask is None else attention_mask[r]
-        logits, lo, hi = _target_logits(model, head, noisy, mask, targets)  # [b, S, V]
+        logits, lo, hi = _target_logits(model, noisy, mask, targets)  # [b, S, V]
         clean, noisy, targets = clean[:, lo:hi], noisy[:, lo:hi], targets[:, lo:hi]
         if estimator == "xdlm":
             t = _order_statistic(n, T, generator)  # Beta(n, T - n + 1)
@@ -84,7 +84,7 @@ def nelbo_samples(
             out[start : start + batch_size] = (T / n) * masked_nll.double().sum(-1)
     out = out.view(N, mc_num)
     if estimator == "xdlm" and k1 > 0:  # at k1 = 0 a clean token has zero loss
-        out += _uncorrupted_term(model, head, input_ids, target_mask, attention_mask, k1, mask_id, mc_num,
+        out += _uncorrupted_term(model, input_ids, target_mask, attention_mask, k1, mask_id, mc_num,
                                  batch_size, generator)
     return out
 
@@ -101,15 +101,14 @@ def _log_probs(logits: torch.Tensor, mask_id: int) -> torch.Tensor:
     return logits.log_softmax(-1)
 
 
-def _target_logits(model, head, noisy, attention_mask, targets):
+def _target_logits(model, noisy, attention_mask, targets):
     """LM-head logits on the column span [lo, hi) that holds the targets only: ([b, S, V], lo, hi)."""
-    hidden = model(noisy, attention_mask=attention_mask, compute_logits=False).last_hidden_state  # [b, L, D]
     cols = targets.any(0).nonzero()
     lo, hi = int(cols[0]), int(cols[-1]) + 1
-    return head(hidden[:, lo:hi]), lo, hi
+    return model(noisy, attention_mask=attention_mask, logits_to_keep=slice(lo, hi)).logits, lo, hi
 
 
-def _uncorrupted_term(model, head, input_ids, target_mask, attention_mask, k1, mask_id, mc_num, batch_size,
+def _uncorrupted_term(model, input_ids, target_mask, attention_mask, k1, mask_id, mc_num, batch_size,
                       generator) -> torch.Tensor:
     """[N, mc_num] float64: the part of the bound where no target is corrupted (z = x), sum L(t, x) / (T + 1) with
     t ~ Beta(1, T + 1) drawn by its inverse CDF 1 - (1 - u)^(1 / (T + 1)), u stratified over a row's samples."""
@@ -123,7 +122,7 @@ def _uncorrupted_term(model, head, input_ids, target_mask, attention_mask, k1, m
         r = rows[start : start + batch_size]
         first, last = int(r[0]), int(r[-1]) + 1  # the few rows this chunk of samples belongs to
         mask = None if attention_mask is None else attention_mask[first:last]
-        logits, lo, hi = _target_logits(model, head, input_ids[first:last], mask, target_mask[first:last])
+        logits, lo, hi = _target_logits(model, input_ids[first:last], mask, target_mask[first:last])
         clean, targets = input_ids[r, lo:hi], target_mask[r, lo:hi]
         t = t_all[start : start + batch_size]
         loss = xdlm_loss(logits[r - first], clean, clean, 1 - t, k1, mask_id, loss_mask=targets)  # [b, S]
