@@ -60,3 +60,12 @@ def tiny_config(tiny_tokenizer) -> LLaDAConfig:
 def tiny_model(tiny_config) -> LLaDAModelLM:
     torch.manual_seed(0)
     return LLaDAModelLM(tiny_config).float().eval()
+
+
+@pytest.fixture
+def checkpoint(tmp_path, tiny_model, tiny_tokenizer) -> str:
+    """The tiny model and tokenizer saved as a checkpoint folder (what lm-eval and the CLIs load)."""
+    path = tmp_path / "tiny-llada"
+    tiny_model.save_pretrained(path)
+    tiny_tokenizer.save_pretrained(path)
+    return str(path)

@@ -156,14 +156,6 @@ def test_likelihood_rejects_bad_input(tiny_model, sequence):
 # ---- the lm-eval model ----------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def checkpoint(tmp_path, tiny_model, tiny_tokenizer):
-    path = tmp_path / "tiny-llada"
-    tiny_model.save_pretrained(path)
-    tiny_tokenizer.save_pretrained(path)
-    return str(path)
-
-
 def make_lm(checkpoint, **kwargs) -> XDLMEvalLM:
     args = dict(pretrained=checkpoint, device="cpu", steps=4, gen_length=8, mc_num=8, batch_size=4, dtype="float32")
     return XDLMEvalLM(**{**args, **kwargs})

@@ -156,14 +156,6 @@ def test_register_lm_eval_makes_xdlm_known_to_the_python_api_and_keeps_builtins(
     assert {"hf", "vllm", "dummy"} <= set(model_registry.keys())
 
 
-@pytest.fixture
-def checkpoint(tmp_path, tiny_model, tiny_tokenizer) -> str:
-    path = tmp_path / "tiny-llada"
-    tiny_model.save_pretrained(path)
-    tiny_tokenizer.save_pretrained(path)
-    return str(path)
-
-
 def fixture_results(output_path: Path) -> dict:
     """The results JSON lm-eval wrote, checked for every fixture task and metric."""
     (results_file,) = glob.glob(str(output_path / "**" / "results_*.json"), recursive=True)

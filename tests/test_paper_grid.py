@@ -19,14 +19,6 @@ TASKS = ["xdlm_fixture_gsm8k", "xdlm_fixture_mbpp"]
 OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 
 
-@pytest.fixture
-def checkpoint(tmp_path, tiny_model, tiny_tokenizer):
-    path = tmp_path / "tiny-llada"
-    tiny_model.save_pretrained(path)
-    tiny_tokenizer.save_pretrained(path)
-    return str(path)
-
-
 def grid_command(checkpoint, output):
     return [sys.executable, "-m", "llada_xdlm.evaluation.paper_grid", "--output", str(output),
             "--model", f"base={checkpoint}:0", "--model", f"xdlm={checkpoint}:0.5", "--steps", "2", "4",
