@@ -173,8 +173,7 @@ class XDLMEvalLM(LM):
             groups.setdefault(repr(sorted(r.args[1].items())), []).append(i)
         results: list[str | None] = [None] * len(requests)
         bar = tqdm(total=len(requests), desc="xdlm generate_until", disable=disable_tqdm or self.rank != 0)
-        count_forwards = self.model.register_forward_hook(lambda *_: self.stats.__setitem__(
-            "forwards", self.stats["forwards"] + 1))
+        count_forwards = self.model.register_forward_hook(self._count_forward)
         start_time = time.perf_counter()
         for indices in groups.values():
             kwargs = requests[indices[0]].args[1]
@@ -200,6 +199,9 @@ class XDLMEvalLM(LM):
         self.stats["seconds"] += time.perf_counter() - start_time
         self._report_stats()
         return results
+
+    def _count_forward(self, *_) -> None:
+        self.stats["forwards"] += 1
 
     def _report_stats(self) -> None:
         """Log the generation statistics so far (tokens per forward, tokens/s) and write them to stats_path."""
