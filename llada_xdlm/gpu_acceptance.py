@@ -388,7 +388,9 @@ def run_training_entry_point(recipe: str, result: str, log: str, environ: dict) 
 
     metrics = main([recipe])
     peak = torch.cuda.max_memory_allocated() if torch.cuda.is_initialized() else None  # None: ran on the CPU
-    deepspeed = "deepspeed" in sys.modules and sys.modules["deepspeed"].comm.is_initialized()
+    # DeepSpeed's communication backend is created when its engine starts and outlives the process group, which
+    # the entry point destroys before returning
+    deepspeed = "deepspeed" in sys.modules and sys.modules["deepspeed"].comm.comm.cdb is not None
     Path(result).write_text(json.dumps({"metrics": metrics, "peak_bytes": peak, "deepspeed": deepspeed}))
     sys.stdout.flush()
 
