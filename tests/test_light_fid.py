@@ -87,9 +87,10 @@ def test_digits_images_are_the_stored_values_over_16_or_quantised_to_the_levels_
     assert len(np.unique(four)) == 4
 
 
-def test_pixel_tokens_round_trip_to_images():
+def test_pixel_tokens_round_trip_to_images(tiny_tokenizer):
     tokenizer = pixel_tokenizer(16)
     assert pixel_levels(tokenizer) == 16
+    assert pixel_levels(tiny_tokenizer) == 0  # a text tokenizer (tokens such as "pe") has none
     levels, _ = digits_levels(16)
     ids = tokenizer(images_to_texts(levels[:5]), add_special_tokens=False)["input_ids"]
     assert all(len(row) == 64 for row in ids)
