@@ -1,7 +1,7 @@
 """GPU acceptance: one command that measures what CPUs cannot show and judges it against fixed thresholds.
 
-    python scripts/gpu_acceptance.py OUT_DIR            # LLaDA-8B shapes on a CUDA GPU (estimated 3-4 minutes, H200)
-    python scripts/gpu_acceptance.py OUT_DIR --tiny     # the same code at toy shapes (CPU: a minute or two)
+    xdlm check-gpu OUT_DIR            # LLaDA-8B shapes on a CUDA GPU (estimated 3-4 minutes, H200)
+    xdlm check-gpu OUT_DIR --tiny     # the same code at toy shapes (CPU: a minute or two)
 
 Five independent sections; an error in one is recorded as its FAIL and the others still run:
 1. model numerics: bf16 logits (sdpa, and flash-attn when importable) against float32 on the same random weights,
@@ -378,7 +378,7 @@ def free_port() -> int:
 
 
 def run_training_entry_point(recipe: str, result: str, log: str, environ: dict) -> None:
-    """Child process: llada_xdlm.training.train.main([recipe]) as `xdlm-train` runs it, output to `log`; writes its
+    """Child process: llada_xdlm.training.train.main([recipe]) as `xdlm train` runs it, output to `log`; writes its
     metrics, the process's peak GPU memory and whether DeepSpeed's communication was started to `result` (JSON)."""
     os.environ.update(environ)
     with open(log, "w") as f:

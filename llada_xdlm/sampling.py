@@ -6,11 +6,16 @@ Generation is fixed-length: the canvas is the prompt followed by `gen_length` ma
 forward (two with classifier-free guidance). Stop strings therefore cannot end a diffusion run early: they are
 applied to the final canvas (`stop_strings=`), or to decoded texts with `truncate_at_stop`.
 
+`xdlm sample --model DIR --prompt TEXT [--steps 32 --gen_length 64 ...]` prints a checkpoint's continuations; its
+options are SamplerConfig's fields (add_sampler_arguments).
+
 Fast few-step decoding (docs/sampling.md): `cache="prefix"` or `"dual"` serves the positions a step does not
 change from a KV cache refreshed at each block's first step, and `threshold=` commits every mask whose confidence
 exceeds it, `steps` then being an upper bound.
 """
 
+import argparse
+import types
 from dataclasses import dataclass, fields, replace
 from typing import Sequence
 
@@ -23,6 +28,7 @@ SAMPLERS = ("remask", "ancestral")
 REMASKING = ("low_confidence", "random")
 REFINE_BUDGETS = ("global", "block")
 CACHES = ("none", "prefix", "dual")
+CHOICES = {"sampler": SAMPLERS, "remasking": REMASKING, "refine_budget": REFINE_BUDGETS, "cache": CACHES}
 
 
 @dataclass(frozen=True)
@@ -63,8 +69,7 @@ class SamplerConfig:
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
                 raise ValueError(f"{name}={value!r} must be a number.")
-        for name, choices in (("sampler", SAMPLERS), ("remasking", REMASKING), ("refine_budget", REFINE_BUDGETS),
-                              ("cache", CACHES)):
+        for name, choices in CHOICES.items():
             if getattr(self, name) not in choices:
                 raise ValueError(f"{name}={getattr(self, name)!r} is not one of {choices}.")
         if self.gen_length % self.block_length:
@@ -471,3 +476,57 @@ def _check_args(input_ids, attention_mask, config, mask_id, V, suppress_tokens):
     if bool((real == mask_id).any()):
         raise ValueError(f"the prompt contains the mask id {mask_id}; the sampler would overwrite it. Remove it "
                          f"from the prompt (use the tokenizer's pad id for padding).")
+
+
+def add_sampler_arguments(parser: argparse.ArgumentParser, **defaults) -> None:
+    """One option per SamplerConfig field (--steps, --gen_length, --sampler, ...), typed from its annotation;
+    `defaults` replace the dataclass's defaults. Read them back with sampler_config_from_arguments."""
+    group = parser.add_argument_group("sampler settings", "SamplerConfig's fields (docs/sampling.md)")
+    for f in fields(SamplerConfig):
+        kind = f.type
+        if isinstance(kind, types.UnionType):  # `int | None` -> int
+            (kind,) = [k for k in kind.__args__ if k is not type(None)]
+        default = defaults.get(f.name, f.default)
+        meaning = {"k1": ": the model's config.k1", "block_length": ": one block"}.get(f.name, "")
+        group.add_argument(f"--{f.name}", type=kind, default=default, choices=CHOICES.get(f.name),
+                           help=f"default {default}{meaning if default is None else ''}")
+
+
+def sampler_config_from_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> SamplerConfig:
+    """The SamplerConfig of parsed add_sampler_arguments options; an invalid combination is a usage error."""
+    try:
+        return SamplerConfig(**{f.name: getattr(args, f.name) for f in fields(SamplerConfig)})
+    except ValueError as err:
+        parser.error(str(err))
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> list[str]:
+    """`xdlm sample`: generate after each prompt with a saved checkpoint and print prompt + continuation; returns
+    the continuations."""
+    from .checkpoint import load_checkpoint
+
+    parser = argparse.ArgumentParser(prog=prog, description="Generate text after prompts with a trained checkpoint.")
+    parser.add_argument("--model", required=True, help="checkpoint folder (a training run's output_dir) or Hub id")
+    parser.add_argument("--prompt", action="append", default=None,
+                        help="text to continue (repeatable: one row each, left-padded; default: one empty prompt)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the sampler's noise")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    add_sampler_arguments(parser)
+    args = parser.parse_args(argv)
+    config = sampler_config_from_arguments(parser, args)
+    prompts = args.prompt or [""]
+
+    model, tokenizer = load_checkpoint(args.model, args.device, getattr(torch, args.dtype))
+    enc = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left").to(args.device)
+    P, limit = enc.input_ids.shape[1], model.config.max_sequence_length
+    if P + config.gen_length > limit:
+        parser.error(f"a {P}-token prompt plus --gen_length {config.gen_length} exceeds the model's "
+                     f"max_sequence_length {limit}: pass --gen_length {limit - P} or less.")
+    generator = torch.Generator(device=args.device).manual_seed(args.seed)
+    out = generate(model, enc.input_ids, enc.attention_mask, config, eos_token_id=tokenizer.eos_token_id,
+                   generator=generator)
+    texts = tokenizer.batch_decode(out[:, P:], skip_special_tokens=True)
+    for prompt, text in zip(prompts, texts):
+        print(prompt + text, flush=True)
+    return texts

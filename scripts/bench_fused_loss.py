@@ -11,16 +11,9 @@ fused with per-token weights (the weight gradient is recomputed in backward).
 
 import argparse
 import json
-import resource
-import statistics
-import subprocess
 import sys
-import time
 
-
-def rss_bytes():
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize()
+from llada_xdlm.benchmark import measure, run_variant
 
 
 def child(args):
@@ -47,17 +40,7 @@ def child(args):
         (loss.mean() if scale is None else (loss * scale).mean()).backward()
         hidden.grad = weight.grad = None
 
-    for _ in range(args.warmup):
-        step()
-    rss0 = rss_bytes()
-    cpu, wall = [], []
-    for _ in range(args.repeats):
-        c, w = time.process_time(), time.perf_counter()
-        step()
-        cpu.append(time.process_time() - c)
-        wall.append(time.perf_counter() - w)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - rss0
-    print(json.dumps({"cpu_s": statistics.median(cpu), "wall_s": statistics.median(wall), "peak_bytes": peak}))
+    print(json.dumps(measure(step, args.repeats, warmup=args.warmup)))
 
 
 def main():
@@ -78,7 +61,7 @@ def main():
     for variant in ("unfused", "fused", "fused_per_token"):
         cmd = [sys.executable, __file__, "--variant", variant] + [
             f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k != "variant"]
-        res[variant] = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
+        res[variant] = run_variant(cmd)
     print(f"N={args.tokens} D={args.hidden} V={args.vocab} k1={args.k1} float32, fwd+bwd (grads for hidden and weight), "
           f"CPU, {args.threads} thread(s), chunk_size={args.chunk_size}")
     base = res["unfused"]

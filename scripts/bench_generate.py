@@ -1,4 +1,4 @@
-"""Benchmark generate() on CPU (issue 4), all numbers from the same run:
+"""Benchmark generate() on CPU, all numbers from the same run:
 
 1. overhead: generate() wall time / (steps x one forward of the same batch). A small model with LLaDA's vocabulary
    (V = 126464 logits) makes the per-step sampler work (softmax statistics over V, top-k, bookkeeping) show.

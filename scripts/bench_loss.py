@@ -10,16 +10,9 @@ times meaningless on a loaded machine). Prints baseline, ours and the ratios.
 
 import argparse
 import json
-import resource
-import statistics
-import subprocess
 import sys
-import time
 
-
-def rss_bytes():
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize()
+from llada_xdlm.benchmark import measure, run_variant
 
 
 def child(args):
@@ -45,15 +38,7 @@ def child(args):
         loss.mean().backward()
         logits.grad = None
 
-    rss0 = rss_bytes()
-    cpu, wall = [], []
-    for _ in range(args.repeats + 1):
-        c, w = time.process_time(), time.perf_counter()
-        step()
-        cpu.append(time.process_time() - c)
-        wall.append(time.perf_counter() - w)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - rss0
-    print(json.dumps({"cpu_s": statistics.median(cpu[1:]), "wall_s": statistics.median(wall[1:]), "peak_bytes": peak}))
+    print(json.dumps(measure(step, args.repeats, warmup=1)))
 
 
 def main():
@@ -71,7 +56,7 @@ def main():
     for name, variant, k1 in (("masked_ce", "masked_ce", 0.0), ("xdlm_k1_0", "xdlm", 0.0), ("xdlm", "xdlm", args.k1)):
         cmd = [sys.executable, __file__, "--tokens", str(args.tokens), "--vocab", str(args.vocab), "--k1", str(k1),
                "--repeats", str(args.repeats), "--threads", str(args.threads), "--variant", variant]
-        res[name] = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
+        res[name] = run_variant(cmd)
     print(f"[B*L, V] = [{args.tokens}, {args.vocab}] float32 logits, fwd+bwd, CPU, {args.threads} thread(s)")
     ce = res["masked_ce"]
     for name, label in (("masked_ce", "masked CE (baseline)"), ("xdlm_k1_0", "xdlm_loss k1=0"), ("xdlm", f"xdlm_loss k1={args.k1}")):

@@ -1,4 +1,5 @@
-"""GPU acceptance in one command: `python scripts/gpu_acceptance.py OUT_DIR [--tiny]` (see docs/gpu.md).
+"""`python scripts/gpu_acceptance.py OUT_DIR [--tiny]`: the same as `xdlm check-gpu OUT_DIR [--tiny]` (docs/gpu.md),
+for a checkout where the package's console scripts are not installed.
 
 The sections, thresholds and reports are in llada_xdlm.gpu_acceptance; this file only runs its main().
 """
@@ -8,4 +9,4 @@ import sys
 from llada_xdlm.gpu_acceptance import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(prog="scripts/gpu_acceptance.py"))

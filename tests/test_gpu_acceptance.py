@@ -1,4 +1,4 @@
-"""The GPU acceptance command (scripts/gpu_acceptance.py): its --tiny run on CPU exercises every section and writes
+"""The GPU acceptance command (`xdlm check-gpu`): its --tiny run on CPU exercises every section and writes
 both reports, a forced failure in one section leaves the others running, and the full run measures the shapes the
 thresholds are set for."""
 
@@ -25,7 +25,7 @@ def test_tiny_run_writes_both_reports_and_a_forced_failure_leaves_the_other_sect
     out = tmp_path / "report"
     environ = {**os.environ, "TOKENIZERS_PARALLELISM": "false",
                "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run([sys.executable, "scripts/gpu_acceptance.py", str(out), "--tiny", "--device", "cpu",
+    done = subprocess.run([sys.executable, "-m", "llada_xdlm", "check-gpu", str(out), "--tiny", "--device", "cpu",
                            "--fail-section", "2"], cwd=REPO, env=environ, capture_output=True, text=True, timeout=600)
     assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-5000:]
 

@@ -1,36 +1,21 @@
-"""scripts/eval_ppl.py (NELBO bound) and scripts/eval_gen_ppl.py (generative perplexity + unigram entropy)."""
+"""`xdlm ppl` (NELBO bound, llada_xdlm.evaluation.perplexity) and `xdlm gen-ppl` (generative perplexity + unigram
+entropy, llada_xdlm.evaluation.gen_ppl)."""
 
-import importlib.util
 import json
 import math
-import os
 
 import pytest
 import torch
 
 from llada_xdlm import LLaDAModelLM
 from llada_xdlm.diffusion import forward_process, sample_t, xdlm_loss
-
-SCRIPTS = os.path.join(os.path.dirname(__file__), "..", "scripts")
-
-
-@pytest.fixture
-def scripts(monkeypatch):
-    """Import a script from scripts/ by name (they import each other as siblings)."""
-    monkeypatch.syspath_prepend(SCRIPTS)
-
-    def load(name):
-        spec = importlib.util.spec_from_file_location(name, os.path.join(SCRIPTS, f"{name}.py"))
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-
-    return load
+from llada_xdlm.evaluation import gen_ppl as eval_gen_ppl
+from llada_xdlm.evaluation import perplexity as eval_ppl
 
 
 @pytest.fixture
-def val_blocks(scripts, corpus_texts, tiny_tokenizer):
-    return scripts("eval_ppl").text_blocks(corpus_texts[-40:], tiny_tokenizer, block_size=32, max_blocks=8)
+def val_blocks(corpus_texts, tiny_tokenizer):
+    return eval_ppl.text_blocks(corpus_texts[-40:], tiny_tokenizer, block_size=32, max_blocks=8)
 
 
 def train_a_few_steps(model, blocks, k1, steps=40):
@@ -49,8 +34,7 @@ def train_a_few_steps(model, blocks, k1, steps=40):
     return model.eval()
 
 
-def test_text_blocks_pack_documents_with_eos(scripts, tiny_tokenizer):
-    eval_ppl = scripts("eval_ppl")
+def test_text_blocks_pack_documents_with_eos(tiny_tokenizer):
     blocks = eval_ppl.text_blocks(["one two three", "four five"], tiny_tokenizer, block_size=3)
     stream = [*tiny_tokenizer("one two three")["input_ids"], tiny_tokenizer.eos_token_id,
               *tiny_tokenizer("four five")["input_ids"], tiny_tokenizer.eos_token_id]
@@ -60,8 +44,7 @@ def test_text_blocks_pack_documents_with_eos(scripts, tiny_tokenizer):
         eval_ppl.text_blocks(["hi"], tiny_tokenizer, block_size=1000)
 
 
-def test_ppl_bound_is_deterministic_given_the_seed(scripts, tiny_model, val_blocks):
-    eval_ppl = scripts("eval_ppl")
+def test_ppl_bound_is_deterministic_given_the_seed(tiny_model, val_blocks):
     a = eval_ppl.ppl_bound(tiny_model, val_blocks, mc_num=4, seed=3, k1=0.1)
     b = eval_ppl.ppl_bound(tiny_model, val_blocks, mc_num=4, seed=3, k1=0.1)
     c = eval_ppl.ppl_bound(tiny_model, val_blocks, mc_num=4, seed=4, k1=0.1)
@@ -71,9 +54,8 @@ def test_ppl_bound_is_deterministic_given_the_seed(scripts, tiny_model, val_bloc
     assert a["ppl_bound"] == pytest.approx(math.exp(a["nelbo"]))
 
 
-def test_a_model_trained_a_few_steps_has_a_lower_ppl_bound_than_its_init(scripts, tiny_model, corpus_texts,
-                                                                           tiny_tokenizer, val_blocks):
-    eval_ppl = scripts("eval_ppl")
+def test_a_model_trained_a_few_steps_has_a_lower_ppl_bound_than_its_init(tiny_model, corpus_texts, tiny_tokenizer,
+                                                                           val_blocks):
     before = eval_ppl.ppl_bound(tiny_model, val_blocks, mc_num=4, seed=0, k1=0.1)["ppl_bound"]
     train = eval_ppl.text_blocks(corpus_texts[:-40], tiny_tokenizer, block_size=32, max_blocks=32)
     after = eval_ppl.ppl_bound(train_a_few_steps(tiny_model, train, k1=0.1), val_blocks, mc_num=4, seed=0,
@@ -81,32 +63,29 @@ def test_a_model_trained_a_few_steps_has_a_lower_ppl_bound_than_its_init(scripts
     assert after < 0.7 * before
 
 
-def test_eval_ppl_script_on_a_local_jsonl_file(scripts, tiny_model, tiny_tokenizer, corpus_texts, tmp_path):
+def test_ppl_command_on_a_local_jsonl_file(tiny_model, tiny_tokenizer, corpus_texts, tmp_path):
     tiny_model.save_pretrained(tmp_path / "model")
     tiny_tokenizer.save_pretrained(tmp_path / "model")
     data = tmp_path / "val.jsonl"
     data.write_text("".join(json.dumps({"text": t}) + "\n" for t in corpus_texts[:30]))
     out = tmp_path / "ppl.json"
-    results = scripts("eval_ppl").main(["--model", str(tmp_path / "model"), "--datasets", str(data),
-                                        "--block_size", "32", "--max_blocks", "4", "--mc_num", "2",
-                                        "--output", str(out)])
+    results = eval_ppl.main(["--model", str(tmp_path / "model"), "--datasets", str(data), "--block_size", "32",
+                             "--max_blocks", "4", "--mc_num", "2", "--output", str(out)])
     r = results[str(data)]
     assert r["blocks"] == 4 and r["block_size"] == 32 and math.isfinite(r["ppl_bound"])
     assert json.loads(out.read_text())[str(data)]["nelbo"] == r["nelbo"]
     with pytest.raises(ValueError, match="unknown corpus"):
-        scripts("eval_ppl").load_texts("wikitext-9")
+        eval_ppl.load_texts("wikitext-9")
 
 
-def test_unigram_entropy_of_identical_samples_is_the_hand_computed_value(scripts):
-    eval_gen_ppl = scripts("eval_gen_ppl")
+def test_unigram_entropy_of_identical_samples_is_the_hand_computed_value():
     row = torch.tensor([5, 5, 7, 9, 5, 7, 11, 5])  # frequencies 4/8, 2/8, 1/8, 1/8
     expected = -(0.5 * math.log(0.5) + 0.25 * math.log(0.25) + 2 * 0.125 * math.log(0.125))
     assert eval_gen_ppl.unigram_entropy(row.repeat(6, 1)) == pytest.approx(expected, rel=1e-12)
     assert eval_gen_ppl.unigram_entropy(torch.full((3, 8), 4)) == 0.0
 
 
-def test_gen_ppl_of_a_uniform_evaluator_is_its_vocabulary_size(scripts, tiny_config, tiny_tokenizer):
-    eval_gen_ppl = scripts("eval_gen_ppl")
+def test_gen_ppl_of_a_uniform_evaluator_is_its_vocabulary_size(tiny_config, tiny_tokenizer):
     evaluator = LLaDAModelLM(tiny_config).eval()
     with torch.no_grad():
         evaluator.get_output_embeddings().weight.zero_()  # logits all 0: every token has probability 1 / V
@@ -114,13 +93,12 @@ def test_gen_ppl_of_a_uniform_evaluator_is_its_vocabulary_size(scripts, tiny_con
     assert ppl == pytest.approx(tiny_config.embedding_size, rel=1e-5)
 
 
-def test_gen_ppl_of_a_sharp_one_layer_evaluator_matches_prefix_by_prefix_scoring(scripts, tiny_config, tiny_tokenizer):
+def test_gen_ppl_of_a_sharp_one_layer_evaluator_matches_prefix_by_prefix_scoring(tiny_config, tiny_tokenizer):
     """Gen-PPL = exp(total NLL / scored tokens), each token scored given only the tokens before it. With one layer a
     bidirectional forward of the prefix ids[:i] gives at its last position exactly the causal prediction of
     ids[i], so the expected value is computed prefix by prefix without causal attention. The LM head is scaled
     (logits std ~3) so that the evaluator is far from uniform and seeing the next token changes its score (by ~20%
     here); two texts of different lengths in one batch check that padding is not scored."""
-    eval_gen_ppl = scripts("eval_gen_ppl")
     tiny_config.n_layers = 1
     torch.manual_seed(0)
     evaluator = LLaDAModelLM(tiny_config).eval()
@@ -140,9 +118,8 @@ def test_gen_ppl_of_a_sharp_one_layer_evaluator_matches_prefix_by_prefix_scoring
 
 
 @pytest.mark.parametrize("sampler", ["ancestral", "remask"])
-def test_measure_reports_gen_ppl_and_entropy_for_both_samplers(scripts, tiny_model, tiny_config, tiny_tokenizer,
+def test_measure_reports_gen_ppl_and_entropy_for_both_samplers(tiny_model, tiny_config, tiny_tokenizer,
                                                                sampler):
-    eval_gen_ppl = scripts("eval_gen_ppl")
     torch.manual_seed(1)
     evaluator = LLaDAModelLM(tiny_config).eval()
     results = eval_gen_ppl.measure(tiny_model, tiny_tokenizer, evaluator, tiny_tokenizer, steps_list=[2, 4],
@@ -156,14 +133,13 @@ def test_measure_reports_gen_ppl_and_entropy_for_both_samplers(scripts, tiny_mod
     assert samples.shape == (3, 16) and not bool((samples == tiny_config.mask_token_id).any())
 
 
-def test_eval_gen_ppl_script_with_a_tiny_llada_ar_evaluator(scripts, tiny_model, tiny_config, tiny_tokenizer,
-                                                          tmp_path):
+def test_gen_ppl_command_with_a_tiny_llada_ar_evaluator(tiny_model, tiny_config, tiny_tokenizer, tmp_path):
     tiny_model.save_pretrained(tmp_path / "model")
     tiny_tokenizer.save_pretrained(tmp_path / "model")
     LLaDAModelLM(tiny_config).save_pretrained(tmp_path / "evaluator")
     tiny_tokenizer.save_pretrained(tmp_path / "evaluator")
     out = tmp_path / "gen.json"
-    results = scripts("eval_gen_ppl").main([
+    results = eval_gen_ppl.main([
         "--model", str(tmp_path / "model"), "--evaluator", str(tmp_path / "evaluator"), "--num_samples", "3",
         "--length", "8", "--steps", "2", "--batch_size", "3", "--output", str(out)])
     assert len(results) == 1 and math.isfinite(results[0]["gen_ppl"]) and results[0]["entropy"] > 0

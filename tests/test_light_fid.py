@@ -1,12 +1,11 @@
-"""FID: the Frechet distance itself, the digits feature extractor, pixel tokens <-> images, and scripts/eval_fid.py."""
+"""FID: the Frechet distance itself, the digits feature extractor, pixel tokens <-> images, and `xdlm fid`."""
 
-import importlib.util
-import os
 import sys
 
 import numpy as np
 import pytest
 
+from llada_xdlm.evaluation import fid as fid_command
 from llada_xdlm.evaluation.fid import (
     DigitsFeatures,
     InceptionFeatures,
@@ -15,17 +14,7 @@ from llada_xdlm.evaluation.fid import (
     frechet_distance,
     load_digits_images,
 )
-from llada_xdlm.training.images import digits_levels, ids_to_images, images_to_texts, pixel_tokenizer
-
-SCRIPTS = os.path.join(os.path.dirname(__file__), "..", "scripts")
-
-
-def load_script(name: str, monkeypatch):
-    monkeypatch.syspath_prepend(SCRIPTS)
-    spec = importlib.util.spec_from_file_location(name, os.path.join(SCRIPTS, f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from llada_xdlm.training.images import digits_levels, ids_to_images, images_to_texts, pixel_levels, pixel_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -88,8 +77,20 @@ def test_digits_features_separate_real_digits_from_noise(digits_features):
         digits_features(np.full((4, 8, 8), 15.0))
 
 
-def test_pixel_tokens_round_trip_to_images():
+def test_digits_images_are_the_stored_values_over_16_or_quantised_to_the_levels_asked():
+    from sklearn.datasets import load_digits
+
+    raw = load_digits().images  # integers 0 .. 16
+    np.testing.assert_array_equal(load_digits_images()[0], (raw / 16).astype(np.float32))
+    four = load_digits_images(levels=4)[0]  # 0, 1/3, 2/3, 1: the nearest of 4 levels to raw / 16
+    np.testing.assert_allclose(four, np.round(raw / 16 * 3) / 3, atol=1e-6)
+    assert len(np.unique(four)) == 4
+
+
+def test_pixel_tokens_round_trip_to_images(tiny_tokenizer):
     tokenizer = pixel_tokenizer(16)
+    assert pixel_levels(tokenizer) == 16
+    assert pixel_levels(tiny_tokenizer) == 0  # a text tokenizer (tokens such as "pe") has none
     levels, _ = digits_levels(16)
     ids = tokenizer(images_to_texts(levels[:5]), add_special_tokens=False)["input_ids"]
     assert all(len(row) == 64 for row in ids)
@@ -100,13 +101,12 @@ def test_pixel_tokens_round_trip_to_images():
     assert ids_to_images(ids, tokenizer, (8, 8), 16)[0, 0, 0] == 0.0
 
 
-def test_eval_fid_script_on_saved_image_sets(tmp_path, monkeypatch):
-    eval_fid = load_script("eval_fid", monkeypatch)
+def test_fid_command_on_saved_image_sets(tmp_path):
     levels, _ = digits_levels(16)
     np.save(tmp_path / "a.npy", levels[:600])
     np.save(tmp_path / "b.npy", levels[600:1200])
     out = tmp_path / "fid.json"
-    result = eval_fid.main(["--samples", str(tmp_path / "a.npy"), "--reference", str(tmp_path / "b.npy"),
-                            "--levels", "16", "--features", "digits", "--output", str(out)])
+    result = fid_command.main(["--samples", str(tmp_path / "a.npy"), "--reference", str(tmp_path / "b.npy"),
+                               "--levels", "16", "--features", "digits", "--output", str(out)])
     assert out.exists()
     assert 0 <= result["samples"]["fid"] < 5

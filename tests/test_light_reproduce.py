@@ -1,25 +1,22 @@
-"""scripts/reproduce_small.py --smoke: the whole small-scale pipeline (tokenizer, AR evaluator, MDLM / XDLM / UDLM
+"""`xdlm reproduce-small --smoke`: the whole small-scale pipeline (tokenizer, AR evaluator, MDLM / XDLM / UDLM
 through the real trainer, PPL bound, Gen-PPL, digits FID, markdown report and plot) at toy size."""
 
-import importlib.util
 import json
 import math
-import os
+from pathlib import Path
 
 import pytest
 
-SCRIPTS = os.path.join(os.path.dirname(__file__), "..", "scripts")
+from llada_xdlm import reproduce
+
+CORPUS = Path(__file__).resolve().parents[1] / "data" / "stdlib_docs"
 
 
 @pytest.mark.slow
 def test_reproduce_small_smoke_reports_its_measured_numbers(tmp_path, monkeypatch):
-    monkeypatch.syspath_prepend(SCRIPTS)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    spec = importlib.util.spec_from_file_location("reproduce_small", os.path.join(SCRIPTS, "reproduce_small.py"))
-    reproduce = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(reproduce)
 
-    results = reproduce.main(["--smoke", "--digits", "--work_dir", str(tmp_path / "work")])
+    results = reproduce.main(["--smoke", "--digits", "--work_dir", str(tmp_path / "work"), "--corpus", str(CORPUS)])
 
     models = results["text"]["models"]
     assert [m["name"] for m in models.values()] == ["MDLM", "XDLM", "UDLM"]

@@ -1,4 +1,4 @@
-"""The paper grid: every (model, steps, task) cell through `python -m llada_xdlm.evaluation.paper_grid`, resumable
+"""The paper grid: every (model, steps, task) cell through `xdlm paper-grid`, resumable
 after a kill, written as a table and a plot. Tiny model, offline fixture tasks."""
 
 import json
@@ -20,7 +20,7 @@ OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 
 
 def grid_command(checkpoint, output):
-    return [sys.executable, "-m", "llada_xdlm.evaluation.paper_grid", "--output", str(output),
+    return [sys.executable, "-m", "llada_xdlm", "paper-grid", "--output", str(output),
             "--model", f"base={checkpoint}:0", "--model", f"xdlm={checkpoint}:0.5", "--steps", "2", "4",
             "--tasks", *TASKS, "--include_path", str(FIXTURE_TASKS),
             "--model_args", "gen_length=8,block_length=8,dtype=float32,max_length=256,device=cpu"]

@@ -1,8 +1,6 @@
 """generate(): the remasking sampler with XDLM refinement and the ancestral sampler (docs/sampling.md)."""
 
-import importlib.util
 import math
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -15,8 +13,6 @@ from torch.overrides import TorchFunctionMode
 from llada_xdlm import LLaDAModelLM, SamplerConfig, generate
 from llada_xdlm.diffusion import reverse_step_probs
 from llada_xdlm.sampling import _propose, ancestral_step, truncate_at_stop
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _prompts(tokenizer, texts):
@@ -535,11 +531,10 @@ def test_overfit_tiny_model_reproduces_its_sentence(tiny_model, tiny_tokenizer, 
 
 
 def test_plot_trajectory_writes_html_and_png(tiny_model, tiny_tokenizer, prompts, tmp_path):
-    spec = importlib.util.spec_from_file_location("plot_trajectory", ROOT / "scripts" / "plot_trajectory.py")
-    plot = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(plot)
+    from llada_xdlm.plotting import plot_trajectory
+
     out = generate(tiny_model, *prompts, steps=4, gen_length=12, k1=0.5, return_trajectory=True)
-    html, png = plot.plot_trajectory(out.trajectory, tiny_tokenizer, tmp_path / "traj", row=1)
+    html, png = plot_trajectory(out.trajectory, tiny_tokenizer, tmp_path / "traj", row=1)
     assert html.stat().st_size > 500 and png.stat().st_size > 1000
     text = html.read_text()
     assert "filled" in text and "refined" in text and "re-masked" in text

@@ -9,13 +9,29 @@ classifier trained on scikit-learn's digits, so numbers are comparable between o
     score = fid(extractor(reference_images), extractor(generated_images))
 
 Images are float arrays in [0, 1], [N, H, W] (grey) or [N, H, W, 3].
+
+`xdlm fid` scores a pixel-token checkpoint's samples or a saved image set:
+
+    # samples from a pixel-token checkpoint (recipes/digits_small.yaml), 8 ancestral steps, small-classifier features
+    xdlm fid --model outputs/digits_small --steps 8 --num_samples 1000 --features digits
+    # CIFAR-10 pixels with Inception features (pip install pytorch-fid), reference = saved test images
+    xdlm fid --model outputs/cifar10_pixels --image_shape 32 32 3 --reference cifar10_test.npy \
+        --features inception --num_samples 10000 --steps 8 --device cuda
+    # two saved image sets (.npy, float in [0, 1] or integer levels with --levels)
+    xdlm fid --samples generated.npy --reference reference.npy --features inception
+
+Reference "digits" = all 1797 scikit-learn digits quantised to the model's grey levels.
 """
 
+import argparse
+import os
 import warnings
 
 import numpy as np
 import torch
 from scipy import linalg
+
+from ..training.images import DIGITS_LEVELS, digits_levels, ids_to_images, levels_to_images, pixel_levels
 
 
 def feature_statistics(features) -> tuple[np.ndarray, np.ndarray]:
@@ -102,16 +118,37 @@ class InceptionFeatures:
         return torch.cat(feats).double().numpy()  # [N, 2048]
 
 
-def load_digits_images(levels: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """scikit-learn's 1797 8x8 digits as images in [0, 1] [N, 8, 8] and labels [N]; with `levels`, quantised to
-    that many grey levels first (what a model trained on `levels`-level pixel tokens can produce)."""
-    from sklearn.datasets import load_digits
+def load_digits_images(levels: int = DIGITS_LEVELS) -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's 1797 8x8 digits as images in [0, 1] [N, 8, 8] and labels [N], quantised to `levels` grey
+    levels (what a model trained on `levels`-level pixel tokens can produce; default: the 17 levels as stored)."""
+    images, labels = digits_levels(levels)
+    return levels_to_images(images, levels), labels
 
-    digits = load_digits()
-    images = digits.images / 16.0  # raw values 0..16
-    if levels is not None:
-        images = np.round(images * (levels - 1)) / (levels - 1)
-    return images.astype(np.float32), digits.target
+
+def load_images(path: str, levels: int | None) -> np.ndarray:
+    """A .npy image array: floats in [0, 1], or integer pixel levels (then `levels` says how many)."""
+    images = np.load(path)
+    if np.issubdtype(images.dtype, np.integer):
+        if levels is None:
+            raise ValueError(f"{path} holds integer pixel levels: pass --levels (e.g. 256 for 8-bit images).")
+        return levels_to_images(images, levels)
+    return images.astype(np.float32)
+
+
+def generate_images(model_dir: str, num_samples: int, steps: int, shape: tuple[int, ...], *, sampler: str,
+                    batch_size: int, seed: int, device: str, k1: float | None = None) -> tuple[np.ndarray, int]:
+    """Unconditional samples of a pixel-token checkpoint decoded to images in [0, 1]: ([N, *shape], levels)."""
+    from ..checkpoint import load_checkpoint
+    from .gen_ppl import sample_sequences
+
+    model, tokenizer = load_checkpoint(model_dir, device)
+    levels = pixel_levels(tokenizer)
+    if levels < 2:
+        raise ValueError(f"{model_dir} has no pixel tokenizer (p0, p1, ...): train it on `xdlm prepare-images` "
+                         "data.")
+    ids = sample_sequences(model, num_samples, int(np.prod(shape)), steps, sampler=sampler, batch_size=batch_size,
+                           seed=seed, k1=k1)
+    return ids_to_images(ids.numpy(), tokenizer, shape, levels), levels
 
 
 class DigitsFeatures:
@@ -148,3 +185,54 @@ class DigitsFeatures:
 
 
 FEATURES = {"inception": InceptionFeatures, "digits": DigitsFeatures}
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> dict:
+    """`xdlm fid`: FID of generated (or saved) images against a reference set, one line per number of steps."""
+    from .. import cli
+
+    parser = argparse.ArgumentParser(prog=prog, description="FID of generated images against a reference set.")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--samples", help=".npy of generated images")
+    source.add_argument("--model", help="pixel-token diffusion checkpoint to sample from")
+    parser.add_argument("--reference", default="digits", help="'digits' or a .npy of reference images")
+    parser.add_argument("--features", choices=sorted(FEATURES), default="inception")
+    parser.add_argument("--levels", type=int, default=None, help="pixel levels of integer .npy arrays")
+    parser.add_argument("--image_shape", type=int, nargs="+", default=[8, 8], help="H W [C] of generated images")
+    parser.add_argument("--num_samples", type=int, default=1000)
+    parser.add_argument("--steps", type=int, nargs="+", default=[8])
+    parser.add_argument("--sampler", choices=["ancestral", "remask"], default="ancestral")
+    parser.add_argument("--k1", type=float, default=None, help="sampler k1 (default: the checkpoint's config.k1)")
+    parser.add_argument("--save_samples", default=None, help="directory for the generated images (.npy per steps)")
+    cli.add_run_options(parser, batch_size=64)
+    args = parser.parse_args(argv)
+
+    extractor = InceptionFeatures(device=args.device) if args.features == "inception" else DigitsFeatures()
+    generated = {}
+    levels = args.levels
+    if args.samples:
+        generated[None] = load_images(args.samples, args.levels)
+    else:
+        for steps in args.steps:
+            generated[steps], levels = generate_images(
+                args.model, args.num_samples, steps, tuple(args.image_shape), sampler=args.sampler,
+                batch_size=args.batch_size, seed=args.seed, device=args.device, k1=args.k1)
+            if args.save_samples:
+                os.makedirs(args.save_samples, exist_ok=True)
+                np.save(os.path.join(args.save_samples, f"samples_{steps}steps.npy"), generated[steps])
+    if args.reference == "digits":
+        reference = load_digits_images(levels or DIGITS_LEVELS)[0]
+    else:
+        reference = load_images(args.reference, levels)
+    ref_features = extractor(reference)
+    results = {}
+    for steps, images in generated.items():
+        score = fid(ref_features, extractor(images))
+        key = "samples" if steps is None else f"{steps}_steps"
+        results[key] = dict(fid=score, steps=steps, num_samples=len(images), reference=args.reference,
+                            reference_size=len(reference), features=args.features, sampler=args.sampler,
+                            seed=args.seed)
+        print(f"{key:>10}  FID {score:8.3f}  ({len(images)} vs {len(reference)} {args.reference} images, "
+              f"{args.features} features)")
+    cli.write_json(args.output, results)
+    return results

@@ -1,6 +1,6 @@
 """The XDLM paper's evaluation grid: every model x sampling steps x benchmark, resumable, as one table and one plot.
 
-    python -m llada_xdlm.evaluation.paper_grid --output results/paper_grid \
+    xdlm paper-grid --output results/paper_grid \
         --mdlm outputs/llada-mdlm/checkpoint-600 --xdlm outputs/llada-xdlm/checkpoint-600
 
 The authors' grid (LLaDA-XDLM, `opencompass_configs/llada_base_cpt_models.py`): gen_length 256, one block of 256,
@@ -258,8 +258,9 @@ def plot(scores: dict, rows, steps_list, tasks, path: str) -> None:
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+def main(argv: list[str] | None = None, prog: str | None = None) -> None:
+    """`xdlm paper-grid`: run the missing cells, then write grid.md and grid.png."""
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", required=True, help="folder for cells, lm-eval runs, grid.md and grid.png")
     parser.add_argument("--mdlm", help="the MDLM continued-pretraining checkpoint (step 600), sampled with k1 0")
@@ -294,7 +295,3 @@ def main(argv: list[str] | None = None) -> None:
     plot(scores, rows, args.steps, args.tasks, os.path.join(args.output, "grid.png"))
     print(table)
     print(f"[paper grid] wrote {os.path.join(args.output, 'grid.md')} and grid.png")
-
-
-if __name__ == "__main__":
-    main()

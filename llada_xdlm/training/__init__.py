@@ -1,4 +1,4 @@
-"""Training: recipe arguments (light), data pipeline, XDLMTrainer and the `xdlm-train` entry point (lazy: importing
+"""Training: recipe arguments (light), data pipeline, XDLMTrainer and the run behind `xdlm train` (lazy: importing
 transformers.Trainer costs seconds, so it happens on first use)."""
 
 import importlib

@@ -1,9 +1,9 @@
 """Images as token sequences for the light image recipes: each pixel value (grey level, or one RGB channel) is one
 token "p<level>", read in raster order (channels last), so the ordinary text pipeline trains on them unchanged.
 
-`python -m llada_xdlm.training.images digits --levels 16 --out data/digits16` writes
+`xdlm prepare-images digits --levels 16 --out data/digits16` writes
   train.jsonl / validation.jsonl  one image per row: {"text": "p0 p3 p15 ..."} (H * W * C tokens)
-  validation.npy                  the validation images as integer levels (a reference set for scripts/eval_fid.py)
+  validation.npy                  the validation images as integer levels (a reference set for `xdlm fid`)
   tokenizer/                      a word-level tokenizer: <|startoftext|>, <|endoftext|>, <|mdm_mask|>, p0..p{L-1}
 With the recipe's `block_size` = H * W * C + 1 and `random_length_prob: 0`, every packed block is exactly one image
 followed by its EOS separator (the packer appends EOS to every row). `cifar10` needs the Hub (uoft-cs/cifar10).
@@ -33,6 +33,16 @@ def pixel_tokenizer(levels: int) -> PreTrainedTokenizerFast:
                                    mask_token=MASK)
 
 
+def pixel_levels(tokenizer) -> int:
+    """How many grey levels a pixel tokenizer has (its tokens p0 .. p{L-1}); 0 for any other tokenizer."""
+    return sum(1 for token in tokenizer.get_vocab() if token[:1] == "p" and token[1:].isdigit())
+
+
+def levels_to_images(levels: np.ndarray, num_levels: int) -> np.ndarray:
+    """Integer pixel levels in [0, num_levels) -> float32 images in [0, 1] (level / (num_levels - 1))."""
+    return (np.asarray(levels) / (num_levels - 1)).astype(np.float32)
+
+
 def images_to_texts(levels: np.ndarray) -> list[str]:
     """Integer pixel levels [N, H, W] or [N, H, W, C] -> one "p<v> p<v> ..." string per image (raster order)."""
     flat = np.asarray(levels).reshape(len(levels), -1)
@@ -47,11 +57,15 @@ def ids_to_images(ids, tokenizer, shape: tuple[int, ...], levels: int) -> np.nda
     first = tokenizer.convert_tokens_to_ids("p0")
     values = ids - first
     values = np.where((values >= 0) & (values < levels), values, 0)
-    return (values / (levels - 1)).astype(np.float32).reshape(len(ids), *shape)
+    return levels_to_images(values, levels).reshape(len(ids), *shape)
 
 
-def digits_levels(levels: int) -> tuple[np.ndarray, np.ndarray]:
-    """scikit-learn's 8x8 digits quantised to `levels` grey levels: int [1797, 8, 8] and labels [1797]."""
+DIGITS_LEVELS = 17  # scikit-learn's digits hold the integers 0 .. 16
+
+
+def digits_levels(levels: int = DIGITS_LEVELS) -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's 8x8 digits quantised to `levels` grey levels (17: as stored): int [1797, 8, 8] and labels
+    [1797]."""
     from sklearn.datasets import load_digits
 
     digits = load_digits()
@@ -79,8 +93,9 @@ def write_image_corpus(train: np.ndarray, validation: np.ndarray, levels: int, o
     pixel_tokenizer(levels).save_pretrained(os.path.join(out, "tokenizer"))
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None, prog: str | None = None) -> None:
+    """`xdlm prepare-images`: write an image corpus and its pixel tokenizer (see the module docstring)."""
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     parser.add_argument("dataset", choices=["digits", "cifar10"])
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--levels", type=int, default=None, help="grey levels (digits: 16; cifar10 is 256)")
@@ -99,7 +114,3 @@ def main(argv: list[str] | None = None) -> None:
         train, validation = cifar10_levels()
     write_image_corpus(train, validation, levels, args.out)
     print(f"wrote {len(train)} train / {len(validation)} validation images, {levels} levels, to {args.out}")
-
-
-if __name__ == "__main__":
-    main()

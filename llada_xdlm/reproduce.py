@@ -2,10 +2,12 @@
 (k1 = 1) trained from scratch on the same shipped corpus, compared on the validation PPL bound (understanding) and on
 few-step generative perplexity (generation), optionally also on 8x8 digit images (FID).
 
-    python scripts/reproduce_small.py                 # full, writes docs/small_scale.md
-    python scripts/reproduce_small.py --digits --jobs 2   # + digits FID at 8 and 32 steps: 27 minutes on 2 cores
-    python scripts/reproduce_small.py --reduced       # smaller models, for a machine shared with other jobs
-    python scripts/reproduce_small.py --smoke         # a couple of minutes: the same pipeline at toy size
+    xdlm reproduce-small                    # full, writes docs/small_scale.md
+    xdlm reproduce-small --digits --jobs 2  # + digits FID at 8 and 32 steps: 27 minutes on 2 cores
+    xdlm reproduce-small --reduced          # smaller models, for a machine shared with other jobs
+    xdlm reproduce-small --smoke            # a couple of minutes: the same pipeline at toy size
+
+Run it from the repository root (the corpus is data/stdlib_docs; --corpus names another copy).
 
 Every model goes through the real entry point (llada_xdlm.training.train.main) with the same tokenizer (built once
 from the corpus), data, optimiser, seed and number of steps; only the objective differs. The Gen-PPL evaluator is a
@@ -25,14 +27,10 @@ import time
 import torch
 import yaml
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-sys.path.insert(0, HERE)  # the sibling eval scripts
+from .checkpoint import load_checkpoint
+from .evaluation import gen_ppl, perplexity
 
-import eval_gen_ppl  # noqa: E402
-import eval_ppl  # noqa: E402
-
-CORPUS = os.path.join(ROOT, "data", "stdlib_docs")
+CORPUS = os.path.join("data", "stdlib_docs")
 PAPER = {
     "zero-shot PPL": "XDLM beats UDLM by 5.4 points on zero-shot text perplexity benchmarks (small models, LM1B/OWT).",
     "sweet spot": "k1 = 0.1 is the sweet spot between zero-shot PPL (MDLM-like) and generative PPL (UDLM-like).",
@@ -96,7 +94,7 @@ def train_all(runs: dict[str, str], jobs: int, log) -> dict[str, dict]:
                 continue
         todo.append((name, path, text, done))
     if jobs == 1:
-        from llada_xdlm.training.train import main as train_main
+        from .training.train import main as train_main
 
         for name, path, text, done in todo:
             start = time.time()
@@ -113,7 +111,7 @@ def train_all(runs: dict[str, str], jobs: int, log) -> dict[str, dict]:
             name, path, text, done = todo.pop(0)
             out = open(path[: -len(".yaml")] + ".log", "w")
             proc = subprocess.Popen([sys.executable, "-m", "llada_xdlm.train", path], stdout=out,
-                                    stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+                                    stderr=subprocess.STDOUT, env=env)
             running.append((name, path, text, done, proc, out, time.time()))
         time.sleep(2)
         for item in [r for r in running if r[4].poll() is not None]:
@@ -148,24 +146,16 @@ def run_name(k1: float, prefix: str = "") -> str:
     return f"{prefix}{label(k1).lower()}_k1_{k1:g}"
 
 
-def load(path: str):
-    from transformers import AutoTokenizer
-
-    from llada_xdlm import LLaDAModelLM
-
-    return LLaDAModelLM.from_pretrained(path, dtype=torch.float32).eval(), AutoTokenizer.from_pretrained(path)
-
-
-def prepare_text(cfg: dict, k1s: list[float], work: str, seed: int) -> tuple[dict, dict]:
+def prepare_text(cfg: dict, k1s: list[float], work: str, seed: int, corpus: str) -> tuple[dict, dict]:
     """One tokenizer for every text model (built from the corpus) and the recipes: ({name: recipe}, data)."""
-    from llada_xdlm import build_tokenizer
+    from .tokenization import build_tokenizer
 
     tok_dir = os.path.join(work, "tokenizer")
     if not os.path.exists(os.path.join(tok_dir, "tokenizer.json")):  # kept: reused runs need the same tokenizer
-        texts = eval_ppl.load_texts(os.path.join(CORPUS, "train.jsonl"))
+        texts = perplexity.load_texts(os.path.join(corpus, "train.jsonl"))
         build_tokenizer(texts, cfg["vocab"]).save_pretrained(tok_dir)
-    data = dict(tokenizer=tok_dir, train=os.path.join(CORPUS, "train.jsonl"),
-                validation=os.path.join(CORPUS, "validation.jsonl"), block_size=cfg["block"], steps=cfg["steps"])
+    data = dict(tokenizer=tok_dir, train=os.path.join(corpus, "train.jsonl"),
+                validation=os.path.join(corpus, "validation.jsonl"), block_size=cfg["block"], steps=cfg["steps"])
     # the AR evaluator sees ~9 epochs of the 0.1 M-token corpus at most: trained as long as the diffusion models it
     # memorises the training split (full mode, 600 steps: validation PPL 614, against 94 after 240 steps)
     runs = {"evaluator_ar": recipe(cfg, "evaluator_ar", "ar", None, work, dict(data, steps=cfg["evaluator_steps"]),
@@ -178,7 +168,7 @@ def prepare_digits(cfg: dict, k1s: list[float], work: str, seed: int) -> dict:
     """The digits corpus (16 grey levels, 197 images held out) and one recipe per k1: {name: recipe}."""
     import numpy as np
 
-    from llada_xdlm.training.images import digits_levels, write_image_corpus
+    from .training.images import digits_levels, write_image_corpus
 
     images, _ = digits_levels(16)
     order = np.random.default_rng(0).permutation(len(images))
@@ -192,27 +182,27 @@ def prepare_digits(cfg: dict, k1s: list[float], work: str, seed: int) -> dict:
 
 def eval_text(cfg: dict, k1s: list[float], work: str, seed: int, data: dict, metrics: dict, log) -> dict:
     """PPL bound and Gen-PPL (ancestral sampler, AR evaluator) of every text model."""
-    evaluator, tokenizer = load(os.path.join(work, "evaluator_ar"))
-    val_texts = eval_ppl.load_texts(data["validation"])
-    blocks = eval_ppl.text_blocks(val_texts, tokenizer, cfg["block"], cfg["eval_blocks"])
+    evaluator, tokenizer = load_checkpoint(os.path.join(work, "evaluator_ar"))
+    val_texts = perplexity.load_texts(data["validation"])
+    blocks = perplexity.text_blocks(val_texts, tokenizer, cfg["block"], cfg["eval_blocks"])
     out = dict(evaluator=dict(val_ppl=math.exp(metrics["evaluator_ar"]["nelbo_after"]),
                               train_seconds=metrics["evaluator_ar"]["train_seconds"],
-                              real_text_gen_ppl=eval_gen_ppl.gen_ppl(evaluator, tokenizer, val_texts[:200]),
-                              real_text_entropy=eval_gen_ppl.unigram_entropy(blocks)),
-               unigram_ppl=unigram_ppl(eval_ppl.load_texts(os.path.join(CORPUS, "train.jsonl")), tokenizer, blocks),
+                              real_text_gen_ppl=gen_ppl.gen_ppl(evaluator, tokenizer, val_texts[:200]),
+                              real_text_entropy=gen_ppl.unigram_entropy(blocks)),
+               unigram_ppl=unigram_ppl(perplexity.load_texts(data["train"]), tokenizer, blocks),
                models={}, tokens=blocks.numel(), vocab=len(tokenizer),
                params=sum(p.numel() for p in evaluator.parameters()))
     log(f"evaluator: validation PPL {out['evaluator']['val_ppl']:.2f}")
     for k1 in k1s:
         name = run_name(k1)
-        model, _ = load(os.path.join(work, name))
+        model, _ = load_checkpoint(os.path.join(work, name))
         start = time.time()
         row = dict(k1=k1, name=label(k1), train_seconds=metrics[name]["train_seconds"],
                    train_loss=metrics[name]["train_loss"],
-                   bound=eval_ppl.ppl_bound(model, blocks, mc_num=cfg["mc_num"], seed=seed),
-                   gen=eval_gen_ppl.measure(model, tokenizer, evaluator, tokenizer, steps_list=cfg["gen_steps"],
-                                            num_samples=cfg["gen_samples"], length=cfg["block"],
-                                            sampler="ancestral", seed=seed))
+                   bound=perplexity.ppl_bound(model, blocks, mc_num=cfg["mc_num"], seed=seed),
+                   gen=gen_ppl.measure(model, tokenizer, evaluator, tokenizer, steps_list=cfg["gen_steps"],
+                                       num_samples=cfg["gen_samples"], length=cfg["block"], sampler="ancestral",
+                                       seed=seed))
         row["eval_seconds"] = time.time() - start
         out["models"][str(k1)] = row
         gens = ", ".join(f"{g['steps']} steps {g['gen_ppl']:.1f} (H {g['entropy']:.2f})" for g in row["gen"])
@@ -234,8 +224,7 @@ def eval_digits(cfg: dict, k1s: list[float], work: str, seed: int, metrics: dict
     """FID (digits classifier features) of every digits model at cfg['gen_steps'] ancestral steps."""
     import numpy as np
 
-    from eval_fid import generate_images
-    from llada_xdlm.evaluation.fid import DigitsFeatures, fid, load_digits_images
+    from .evaluation.fid import DigitsFeatures, fid, generate_images, load_digits_images
 
     extractor = DigitsFeatures(seed=seed)
     ref = extractor(load_digits_images(16)[0])
@@ -327,10 +316,10 @@ def markdown(results: dict, png_name: str) -> str:
         f"| unigram frequencies (no context) | - | {text['unigram_ppl']:.2f} |" + " - | - |" * len(steps),
         "",
         f"PPL bound: exp(NELBO per token) on {text['tokens']} validation tokens (blocks of {s['block']}), "
-        f"{s['mc_num']} diffusion times per block, noise seed {s['seed']} (`scripts/eval_ppl.py`). Gen-PPL: "
+        f"{s['mc_num']} diffusion times per block, noise seed {s['seed']} (`xdlm ppl`). Gen-PPL: "
         f"{s['gen_samples']} unconditional samples of {s['block']} tokens from the ancestral sampler at the model's "
         f"own k1, scored by a causal model of the same size trained by this script on the same corpus "
-        f"(`scripts/eval_gen_ppl.py`); entropy: mean per-sample unigram entropy (nats). The 'real text' row scores "
+        f"(`xdlm gen-ppl`); entropy: mean per-sample unigram entropy (nats). The 'real text' row scores "
         "held-out text with the same evaluator, for scale.",
         "",
         f"![trade-off]({png_name})",
@@ -413,8 +402,9 @@ def reading(results: dict) -> list[str]:
     return out
 
 
-def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None, prog: str | None = None) -> dict:
+    """`xdlm reproduce-small`: train, evaluate and write the report; returns the results (as results.json)."""
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true", help="toy sizes: a couple of minutes (CI)")
     parser.add_argument("--reduced", action="store_true", help="smaller models and budget, for a busy machine")
     parser.add_argument("--digits", action="store_true", help="also train digits models and report FID")
@@ -427,16 +417,20 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--work_dir", default=None, help="default outputs/reproduce_small_<mode>; finished runs "
                         "with identical recipes there are reused")
     parser.add_argument("--doc_dir", default=None, help="where small_scale.md/.png go (default docs/; smoke: work)")
+    parser.add_argument("--corpus", default=CORPUS, help="folder with train.jsonl and validation.jsonl")
     args = parser.parse_args(argv)
     if any(not 0.0 <= k <= 1.0 for k in args.k1):
         parser.error(f"--k1 values must lie in [0, 1]; got {args.k1}.")
+    if not all(os.path.isfile(os.path.join(args.corpus, f"{split}.jsonl")) for split in ("train", "validation")):
+        parser.error(f"{args.corpus} lacks train.jsonl / validation.jsonl: run from the repository root or pass "
+                     "--corpus.")
     mode = "smoke" if args.smoke else "reduced" if args.reduced else "full"
     cfg = dict(MODES[mode])
     for key in ("steps", "digits_steps", "batch"):
         if getattr(args, key) is not None:
             cfg[key] = getattr(args, key)
-    work = os.path.abspath(args.work_dir or os.path.join(ROOT, "outputs", f"reproduce_small_{mode}"))
-    doc_dir = args.doc_dir or (work if args.smoke else os.path.join(ROOT, "docs"))
+    work = os.path.abspath(args.work_dir or os.path.join("outputs", f"reproduce_small_{mode}"))
+    doc_dir = args.doc_dir or (work if args.smoke else "docs")
     os.makedirs(work, exist_ok=True)
     os.makedirs(doc_dir, exist_ok=True)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -446,13 +440,12 @@ def main(argv: list[str] | None = None) -> dict:
     def log(msg: str) -> None:
         print(f"[{(time.time() - start) / 60:5.1f} min] {msg}", flush=True)
 
-    command = "python scripts/reproduce_small.py" + "".join(f" {a}" for a in (argv if argv is not None else
-                                                                               sys.argv[1:]))
+    command = " ".join([prog or "xdlm reproduce-small", *(sys.argv[1:] if argv is None else argv)])
     results = dict(settings=dict(cfg, mode=mode, seed=args.seed, k1s=args.k1, command=command, jobs=args.jobs,
                                  machine=f"{platform.machine()} CPU, {os.cpu_count()} cores, torch "
                                          f"{torch.__version__}",
                                  date=time.strftime("%Y-%m-%d", time.gmtime()), load_start=os.getloadavg()[0]))
-    runs, text_data = prepare_text(cfg, args.k1, work, args.seed)
+    runs, text_data = prepare_text(cfg, args.k1, work, args.seed, os.path.abspath(args.corpus))
     if args.digits:
         runs.update(prepare_digits(cfg, args.k1, work, args.seed))
     metrics = train_all(runs, args.jobs, log)
@@ -472,6 +465,3 @@ def main(argv: list[str] | None = None) -> dict:
     log(f"wrote {os.path.join(doc_dir, 'small_scale.md')} and {png}")
     return results
 
-
-if __name__ == "__main__":
-    main()

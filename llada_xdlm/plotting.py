@@ -1,8 +1,8 @@
 """Render a generate() trajectory like the XDLM paper's figure: one line per step, one cell per generated token,
 green = filled from the mask, blue = refined (rewritten), red = re-masked, grey = still masked.
 
-    python scripts/plot_trajectory.py --model PATH --prompt "Question: ..." --k1 0.1 --steps 16 --out traj
-    python scripts/plot_trajectory.py --demo --out docs/trajectory --temperature 1 --steps 6 --gen-length 18
+    xdlm plot-trajectory --model PATH --prompt "Question: ..." --k1 0.1 --steps 16 --out traj
+    xdlm plot-trajectory --demo --out docs/trajectory --temperature 1 --steps 6 --gen_length 18
 
 Writes OUT.html (token text, hover for the token id) and OUT.png (matplotlib).
 """
@@ -98,8 +98,9 @@ def _demo_model():
     it learns to fill masks and to spot wrong tokens, so the sampler's refinement has something to do."""
     import textwrap
 
-    from llada_xdlm import LLaDAConfig, LLaDAModelLM, build_tokenizer
-    from llada_xdlm.diffusion import forward_process, sample_t, xdlm_loss
+    from .diffusion import forward_process, sample_t, xdlm_loss
+    from .modeling import LLaDAConfig, LLaDAModelLM
+    from .tokenization import build_tokenizer
 
     texts = [" ".join(p.split()) for p in (textwrap.__doc__, argparse.__doc__, html.__doc__) if p]
     tokenizer = build_tokenizer(texts * 4 + [DEMO_TEXT] * 8, vocab_size=700)
@@ -122,38 +123,32 @@ def _demo_model():
     return model.eval(), tokenizer, batch[0, :4]
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", help="path of a saved LLaDA model + tokenizer")
-    ap.add_argument("--demo", action="store_true", help="a tiny model trained on the spot (minutes) instead of --model")
-    ap.add_argument("--prompt", default="")
-    ap.add_argument("--steps", type=int, default=16)
-    ap.add_argument("--gen-length", type=int, default=24)
-    ap.add_argument("--k1", type=float, default=None, help="default: the model config's k1")
-    ap.add_argument("--temperature", type=float, default=0.0)
-    ap.add_argument("--sampler", default="remask", choices=["remask", "ancestral"])
-    ap.add_argument("--out", default="trajectory", help="output prefix: writes OUT.html and OUT.png")
-    args = ap.parse_args()
-    if args.demo == bool(args.model):
-        ap.error("give exactly one of --model PATH or --demo")
+def main(argv: list[str] | None = None, prog: str | None = None) -> tuple[Path, Path]:
+    """`xdlm plot-trajectory`: sample once with the trajectory recorded and draw it; returns the two files."""
+    from .checkpoint import load_checkpoint
+    from .sampling import add_sampler_arguments, generate, sampler_config_from_arguments
 
-    from llada_xdlm import generate
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", help="path of a saved LLaDA model + tokenizer")
+    parser.add_argument("--demo", action="store_true",
+                        help="a tiny model trained on the spot (minutes) instead of --model")
+    parser.add_argument("--prompt", default="")
+    parser.add_argument("--out", default="trajectory", help="output prefix: writes OUT.html and OUT.png")
+    add_sampler_arguments(parser, steps=16, gen_length=24)
+    args = parser.parse_args(argv)
+    if args.demo == bool(args.model):
+        parser.error("give exactly one of --model PATH or --demo")
+    config = sampler_config_from_arguments(parser, args)
 
     if args.demo:
         model, tokenizer, prompt = _demo_model()
         input_ids = prompt[None]
     else:
-        from transformers import AutoModel, AutoTokenizer
-
-        model = AutoModel.from_pretrained(args.model, trust_remote_code=True).eval()
-        tokenizer = AutoTokenizer.from_pretrained(args.model)
+        model, tokenizer = load_checkpoint(args.model)
         input_ids = tokenizer(args.prompt, return_tensors="pt")["input_ids"]
-    out = generate(model, input_ids, steps=args.steps, gen_length=args.gen_length, k1=args.k1,
-                   temperature=args.temperature, sampler=args.sampler, generator=torch.Generator().manual_seed(0),
+    out = generate(model, input_ids, config=config, generator=torch.Generator().manual_seed(0),
                    return_trajectory=True)
-    for path in plot_trajectory(out.trajectory, tokenizer, args.out):
+    paths = plot_trajectory(out.trajectory, tokenizer, args.out)
+    for path in paths:
         print(f"wrote {path}")
-
-
-if __name__ == "__main__":
-    main()
+    return paths

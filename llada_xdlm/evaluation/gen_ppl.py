@@ -3,8 +3,7 @@ evaluator (gpt2-large by default; any causal LM path, or a LLaDA checkpoint trai
 report Gen-PPL together with the mean unigram entropy of the samples (low entropy flags repetitive, degenerate
 text that a language model happily scores as likely).
 
-    python scripts/eval_gen_ppl.py --model outputs/owt_small --evaluator gpt2-large --num_samples 256 \
-        --length 1024 --steps 8 32 --sampler ancestral
+    xdlm gen-ppl --model outputs/owt_small --evaluator gpt2-large --num_samples 256 --length 1024 --steps 8 32
 
 Samples are unconditional (an empty prompt: the canvas is `length` masks, or the prior draw for the ancestral
 sampler). They are decoded without special tokens and re-tokenised by the evaluator's tokenizer; Gen-PPL is
@@ -13,14 +12,12 @@ Entropy is computed per sample on the diffusion model's token ids, then averaged
 """
 
 import argparse
-import json
 import math
-import sys
 
 import torch
 
-from llada_xdlm import LLaDAModelLM
-from llada_xdlm.sampling import generate
+from ..modeling import LLaDAModelLM
+from ..sampling import SamplerConfig, generate
 
 
 @torch.no_grad()
@@ -32,15 +29,15 @@ def sample_sequences(model, num_samples: int, length: int, steps: int, *, sample
     draws from the posterior itself (optionally restricted to the top_p nucleus)."""
     if num_samples < 1 or batch_size < 1:
         raise ValueError(f"num_samples={num_samples} and batch_size={batch_size} must be >= 1.")
+    options = dict(top_p=top_p) if sampler == "ancestral" else dict(temperature=temperature)
+    config = SamplerConfig(steps=steps, gen_length=length, sampler=sampler, k1=k1, **options)
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed)
-    options = dict(top_p=top_p) if sampler == "ancestral" else dict(temperature=temperature)
     out = []
     for start in range(0, num_samples, batch_size):
         b = min(batch_size, num_samples - start)
         empty = torch.empty(b, 0, dtype=torch.long, device=device)  # [b, 0]: no prompt
-        out.append(generate(model, empty, steps=steps, gen_length=length, sampler=sampler, k1=k1,
-                            generator=generator, **options))
+        out.append(generate(model, empty, config=config, generator=generator))
     return torch.cat(out).cpu()  # [N, length]
 
 
@@ -97,8 +94,8 @@ def gen_ppl(evaluator, tokenizer, texts: list[str], *, batch_size: int = 8, max_
 
 
 def measure(model, tokenizer, evaluator, evaluator_tokenizer, *, steps_list, num_samples: int, length: int,
-             sampler: str = "ancestral", batch_size: int = 16, seed: int = 0, k1: float | None = None,
-             temperature: float = 1.0, top_p: float | None = None) -> list[dict]:
+            sampler: str = "ancestral", batch_size: int = 16, seed: int = 0, k1: float | None = None,
+            temperature: float = 1.0, top_p: float | None = None) -> list[dict]:
     """One result dict per number of steps: gen_ppl, entropy and the settings that produced them."""
     results = []
     for steps in steps_list:
@@ -114,8 +111,12 @@ def measure(model, tokenizer, evaluator, evaluator_tokenizer, *, steps_list, num
     return results
 
 
-def main(argv: list[str] | None = None) -> list[dict]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None, prog: str | None = None) -> list[dict]:
+    """`xdlm gen-ppl`: Gen-PPL and entropy of a checkpoint's samples, one line per number of steps."""
+    from .. import cli
+    from ..checkpoint import load_checkpoint
+
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="diffusion checkpoint directory (model + tokenizer)")
     parser.add_argument("--evaluator", default="gpt2-large", help="causal LM path or Hub id (default gpt2-large)")
     parser.add_argument("--num_samples", type=int, default=64)
@@ -125,31 +126,19 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--k1", type=float, default=None, help="sampler k1 (default: the checkpoint's config.k1)")
     parser.add_argument("--temperature", type=float, default=1.0, help="remask sampler only")
     parser.add_argument("--top_p", type=float, default=None, help="ancestral sampler only")
-    parser.add_argument("--batch_size", type=int, default=16)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--output", default=None, help="write the results as JSON here")
+    cli.add_run_options(parser, batch_size=16)
     args = parser.parse_args(argv)
     if args.sampler == "ancestral" and args.temperature != 1.0:
         parser.error("--temperature applies to --sampler remask; the ancestral sampler takes --top_p.")
 
-    from transformers import AutoTokenizer
-
-    model = LLaDAModelLM.from_pretrained(args.model, dtype=torch.float32).to(args.device).eval()
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    model, tokenizer = load_checkpoint(args.model, args.device)
     evaluator, evaluator_tokenizer = load_evaluator(args.evaluator, args.device)
     results = measure(model, tokenizer, evaluator, evaluator_tokenizer, steps_list=args.steps,
-                       num_samples=args.num_samples, length=args.length, sampler=args.sampler,
-                       batch_size=args.batch_size, seed=args.seed, k1=args.k1, temperature=args.temperature,
-                       top_p=args.top_p)
+                      num_samples=args.num_samples, length=args.length, sampler=args.sampler,
+                      batch_size=args.batch_size, seed=args.seed, k1=args.k1, temperature=args.temperature,
+                      top_p=args.top_p)
     for r in results:
         print(f"steps {r['steps']:>4}  Gen-PPL {r['gen_ppl']:10.2f}  entropy {r['entropy']:.3f}  "
               f"({r['sampler']}, k1={r['k1']}, {r['num_samples']} x {r['length']} tokens)")
-    if args.output:
-        with open(args.output, "w") as f:
-            json.dump(results, f, indent=2)
+    cli.write_json(args.output, results)
     return results
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])

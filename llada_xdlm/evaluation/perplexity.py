@@ -1,26 +1,26 @@
 """Zero-shot perplexity bound of a diffusion LM: exp(NELBO per token) on validation text, the number the XDLM
 paper compares across MDLM / XDLM / UDLM. Every PPL here is an upper bound on the true perplexity.
 
-    python scripts/eval_ppl.py --model outputs/lm1b_small --datasets wikitext2 ptb lambada ag_news pubmed arxiv \
-        lm1b --block_size 128 --mc_num 16 --seed 0
-    python scripts/eval_ppl.py --model outputs/quickstart --datasets data/stdlib_docs/validation.jsonl
+    xdlm ppl --model outputs/lm1b_small --datasets wikitext2 ptb lambada ag_news pubmed arxiv lm1b \
+        --block_size 128 --mc_num 16 --seed 0
+    xdlm ppl --model outputs/quickstart --datasets data/stdlib_docs/validation.jsonl
 
-Each corpus is tokenised by the model's tokenizer, every document followed by EOS, concatenated and cut into blocks
-of `block_size` tokens (the remainder is dropped), as the model saw its training data. Each block gets `mc_num`
-diffusion times t (stratified) and one forward each; the per-token integrand is llada_xdlm.diffusion.xdlm_loss at
-the model's k1 (through llada_xdlm.evaluation.likelihood.nelbo_samples; the continuous-time bound does not depend
-on the training schedule). The noise is drawn from one generator seeded by `--seed`, so a rerun gives the same number.
+Each corpus is tokenised by the model's tokenizer and packed as the model saw its training data (the training
+packer, llada_xdlm.training.data: every document followed by EOS, concatenated, cut into blocks of `block_size`
+tokens, the remainder dropped). Each block gets `mc_num` diffusion times t (stratified) and one forward each; the
+per-token integrand is llada_xdlm.diffusion.xdlm_loss at the model's k1 (through
+llada_xdlm.evaluation.likelihood.nelbo_samples; the continuous-time bound does not depend on the training schedule).
+The noise is drawn from one generator seeded by `--seed`, so a rerun gives the same number.
 """
 
 import argparse
 import json
 import math
-import sys
+from types import SimpleNamespace
 
 import torch
 
-from llada_xdlm import LLaDAModelLM
-from llada_xdlm.evaluation.likelihood import nelbo_samples
+from .likelihood import nelbo_samples
 
 # name -> (Hub dataset, config, split, text column). Loaded with `datasets` when the Hub is reachable.
 HUB_CORPORA = {
@@ -72,19 +72,18 @@ def load_texts(name: str, max_docs: int | None = None, text_column: str = "text"
 
 
 def text_blocks(texts: list[str], tokenizer, block_size: int, max_blocks: int | None = None) -> torch.Tensor:
-    """Tokenise, append EOS to each document, concatenate, cut into full blocks: LongTensor [N, block_size]."""
-    stream = []
-    for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]:
-        stream += ids + [tokenizer.eos_token_id]
-        if max_blocks is not None and len(stream) >= max_blocks * block_size:
-            break
-    n = len(stream) // block_size
-    if max_blocks is not None:
-        n = min(n, max_blocks)
-    if n == 0:
-        raise ValueError(f"the corpus has {len(stream)} tokens, fewer than one block of {block_size}; lower "
-                         "--block_size or add text.")
-    return torch.tensor(stream[: n * block_size]).view(n, block_size)
+    """The whole corpus packed by the training packer in one batch: LongTensor [N, block_size], at most max_blocks
+    rows. Text holding the tokenizer's mask token is refused, as in training."""
+    from ..training.data import pack_fn
+
+    # pack_fn reads block_size and text_column of the recipe's data arguments; no random block lengths here.
+    layout = SimpleNamespace(block_size=block_size, text_column="text")
+    pack = pack_fn(tokenizer, layout, tokenizer.mask_token_id, random_length_prob=0.0, seed=0)
+    blocks = pack({"text": list(texts)}, list(range(len(texts))))["input_ids"][:max_blocks]
+    if not blocks:
+        raise ValueError(f"the corpus has fewer tokens than one block of {block_size}; lower --block_size or add "
+                         "text.")
+    return torch.tensor(blocks)
 
 
 def ppl_bound(model, blocks: torch.Tensor, *, mc_num: int = 16, seed: int = 0, k1: float | None = None,
@@ -105,8 +104,12 @@ def ppl_bound(model, blocks: torch.Tensor, *, mc_num: int = 16, seed: int = 0, k
                 k1=k1)
 
 
-def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None, prog: str | None = None) -> dict:
+    """`xdlm ppl`: the PPL bound of a checkpoint on each corpus, one line each; returns {corpus: result}."""
+    from .. import cli
+    from ..checkpoint import load_checkpoint
+
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="diffusion checkpoint directory (model + tokenizer)")
     parser.add_argument("--datasets", nargs="+", required=True,
                         help=f"corpus names ({', '.join(HUB_CORPORA)}) and/or local .txt/.json/.jsonl files")
@@ -115,16 +118,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--max_blocks", type=int, default=None, help="evaluate at most this many blocks per corpus")
     parser.add_argument("--mc_num", type=int, default=16, help="diffusion times t sampled per block")
     parser.add_argument("--k1", type=float, default=None, help="default: the checkpoint's config.k1")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--batch_size", type=int, default=32)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--output", default=None, help="write the results as JSON here")
+    cli.add_run_options(parser, batch_size=32)
     args = parser.parse_args(argv)
 
-    from transformers import AutoTokenizer
-
-    model = LLaDAModelLM.from_pretrained(args.model, dtype=torch.float32).to(args.device).eval()
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    model, tokenizer = load_checkpoint(args.model, args.device)
     block_size = args.block_size or model.config.max_sequence_length
     results = {}
     for name in args.datasets:
@@ -134,11 +131,5 @@ def main(argv: list[str] | None = None) -> dict:
                                       batch_size=args.batch_size)
         print(f"{name:>24}  PPL <= {r['ppl_bound']:10.2f}  (NELBO {r['nelbo']:.4f} +- {r['nelbo_stderr']:.4f} "
               f"nats/token, {r['tokens']} tokens, {r['mc_num']} t samples, seed {r['seed']}, k1 {r['k1']})")
-    if args.output:
-        with open(args.output, "w") as f:
-            json.dump(results, f, indent=2)
+    cli.write_json(args.output, results)
     return results
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])
