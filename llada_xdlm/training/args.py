@@ -332,6 +332,12 @@ def parse_recipe(argv: list[str]):
         raise FileNotFoundError(f"Recipe {argv[0]!r} does not exist.")
     with open(argv[0]) as f:
         recipe = yaml.safe_load(f) or {}
+    # The launcher a recipe names is `xdlm train`'s business (llada_xdlm.launch); the training run itself ignores it,
+    # so the same recipe also works after `accelerate launch -m llada_xdlm.train`.
+    launcher = recipe.pop("accelerate_config", None)
+    if launcher is not None and not isinstance(launcher, str):
+        raise ValueError(f"Recipe {argv[0]!r}: accelerate_config={launcher!r} must be the path of an accelerate "
+                         f"config file, e.g. recipes/accelerate/deepspeed_zero3.yaml.")
     groups = (ModelArguments, DataArguments, DiffusionArguments, XDLMTrainingArguments)
     hints = {f.name: get_type_hints(g)[f.name] for g in groups for f in fields(g) if f.init} | RECIPE_TYPES
     unknown = sorted(set(recipe) - set(hints))

@@ -203,6 +203,11 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"{key}: {value:.4f}{extra}", flush=True)
     if diffusion_args.sample_prompts and diffusion_args.objective != "ar":
         print_samples(trainer.model, tokenizer, diffusion_args, trainer.is_world_process_zero())
+    if trainer.is_world_process_zero():
+        from ..cli import next_steps
+
+        print(next_steps(training_args.output_dir, model.config.max_sequence_length, diffusion_args.sample_prompts,
+                         data_args.eval_data_files), flush=True)
     if torch.distributed.is_initialized():
         # Tear the process group down while every rank is alive: left to interpreter exit, gloo's threads can
         # abort a rank ("terminate called without an active exception") after a run that succeeded, one process too.
