@@ -14,6 +14,7 @@ import sys
 
 COMMANDS = {
     "train": ("llada_xdlm.launch", "train a YAML recipe (under accelerate on every GPU when it names a launcher)"),
+    "pretokenize": ("llada_xdlm.training.pretokenize", "tokenise and pack a recipe's data once into its pretokenized_dir"),
     "sample": ("llada_xdlm.sampling", "generate text after prompts with a trained checkpoint"),
     "eval": ("llada_xdlm.eval", "lm-evaluation-harness with the model xdlm (lm_eval's own options)"),
     "ppl": ("llada_xdlm.evaluation.perplexity", "zero-shot perplexity bound on text corpora"),

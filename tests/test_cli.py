@@ -19,6 +19,7 @@ EXPECTED_OPTION = {
     "train": "--learning_rate", "sample": "--gen_length", "eval": "--model_args", "ppl": "--datasets",
     "gen-ppl": "--evaluator", "fid": "--features", "paper-grid": "--xdlm", "push": "--repo",
     "reproduce-small": "--smoke", "plot-trajectory": "--demo", "prepare-images": "--levels", "check-gpu": "--tiny",
+    "pretokenize": "pretokenized_dir",
 }
 
 

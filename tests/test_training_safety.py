@@ -358,5 +358,5 @@ def test_pretokenized_folder_holds_the_blocks_the_recipe_would_train_on(tmp_path
 
 def test_missing_pretokenized_folder_says_which_command_writes_it(tmp_path):
     recipe = write_recipe(tmp_path, pretokenized_dir=str(tmp_path / "absent"))
-    with pytest.raises(FileNotFoundError, match=r"run `xdlm-pretokenize RECIPE.yaml` first"):
+    with pytest.raises(FileNotFoundError, match=r"run `xdlm pretokenize RECIPE.yaml` first"):
         train.main([recipe])

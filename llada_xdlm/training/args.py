@@ -253,7 +253,7 @@ class DataArguments:
     )
     pretokenized_dir: str | None = field(
         default=None,
-        metadata={"help": "Folder of packed blocks + tokenizer written once by xdlm-pretokenize; training reads it."},
+        metadata={"help": "Folder of packed blocks + tokenizer written once by xdlm pretokenize; training reads it."},
     )
 
     def __post_init__(self):

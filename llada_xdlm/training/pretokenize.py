@@ -1,4 +1,4 @@
-"""`xdlm-pretokenize RECIPE.yaml [--key value ...]` (also `python -m llada_xdlm.training.pretokenize`): tokenise and
+"""`xdlm pretokenize RECIPE.yaml [--key value ...]` (also `python -m llada_xdlm.training.pretokenize`): tokenise and
 pack a recipe's data once into its `pretokenized_dir`; `xdlm-train` with the same recipe then trains from that
 folder (memory-mapped Arrow): no tokenisation at start-up, and a resume skips batches by index, instantly.
 
@@ -75,7 +75,7 @@ def load_pretokenized(model_args: ModelArguments, data_args: DataArguments, seed
     if not os.path.isfile(info_path):
         raise FileNotFoundError(
             f"pretokenized_dir {folder!r} holds no finished pretokenisation ({INFO} is missing): run "
-            "`xdlm-pretokenize RECIPE.yaml` first."
+            "`xdlm pretokenize RECIPE.yaml` first."
         )
     with open(info_path) as f:
         written = json.load(f)
@@ -84,7 +84,7 @@ def load_pretokenized(model_args: ModelArguments, data_args: DataArguments, seed
     if differ:
         listed = ", ".join(f"{k}: folder {old!r}, recipe {new!r}" for k, (old, new) in sorted(differ.items()))
         raise ValueError(
-            f"pretokenized_dir {folder!r} was written with other settings ({listed}): run xdlm-pretokenize again "
+            f"pretokenized_dir {folder!r} was written with other settings ({listed}): run xdlm pretokenize again "
             "into a new folder, or restore the settings."
         )
     tokenizer = AutoTokenizer.from_pretrained(os.path.join(folder, "tokenizer"))
@@ -93,11 +93,17 @@ def load_pretokenized(model_args: ModelArguments, data_args: DataArguments, seed
     return tokenizer, train, load_from_disk(eval_dir) if os.path.isdir(eval_dir) else None
 
 
-def cli() -> None:
+def main(argv: list[str] | None = None, prog: str = "xdlm pretokenize") -> None:
+    """`xdlm pretokenize RECIPE.yaml [--key value ...]`: pack the recipe's data into its pretokenized_dir."""
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(f"usage: {prog} RECIPE.yaml [--key value ...]\n\nTokenise and pack the recipe's data once into its "
+              f"pretokenized_dir; `xdlm train` with the same recipe then trains from that folder.")
+        return
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    model_args, data_args, _, training_args = parse_recipe(sys.argv[1:])
+    model_args, data_args, _, training_args = parse_recipe(argv)
     print(f"wrote {pretokenize(model_args, data_args, training_args.seed)}", flush=True)
 
 
 if __name__ == "__main__":
-    cli()
+    main()
