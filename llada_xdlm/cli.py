@@ -1,8 +1,8 @@
 """`xdlm`: one command for every job, `xdlm COMMAND --help` for a command's options.
 
-COMMANDS maps each command to the `main(argv, prog)` of the module that does the job; a module is imported only
-when its command runs. `xdlm-train` and `xdlm-eval` are aliases of `xdlm train` and
-`xdlm eval`; `python -m llada_xdlm` is `xdlm`.
+COMMANDS maps each command to the module whose `main(argv, prog)` does the job; a module is imported only when its
+command runs. `xdlm-train` and `xdlm-eval` are aliases of `xdlm train` and `xdlm eval`; `python -m llada_xdlm` is
+`xdlm`. The options every evaluation command shares, and the next steps a training run prints, are written here.
 """
 
 import argparse
@@ -52,6 +52,7 @@ def run(name: str, argv: list[str], prog: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The `xdlm` console script: dispatch argv (default sys.argv[1:]) to its command; returns the exit status."""
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())
@@ -85,6 +86,7 @@ def add_run_options(parser: argparse.ArgumentParser, batch_size: int) -> None:
 
 
 def write_json(path: str | None, results) -> None:
+    """Save a command's results where --output says (nothing when it is not given)."""
     if path:
         with open(path, "w") as f:
             json.dump(results, f, indent=2)
@@ -93,13 +95,15 @@ def write_json(path: str | None, results) -> None:
 def next_steps(output_dir: str, max_sequence_length: int, prompts: list[str] | None = None,
                eval_files: list[str] | None = None) -> str:
     """What a finished training run prints: where the model is and three commands to run next (sample, evaluate,
-    push), written to work on that model: the sample fits max_sequence_length, and with local validation files the
-    evaluation is the PPL bound on them (offline), else GSM8K through lm-eval."""
+    push), written to work on that model: the sample fits max_sequence_length, and with local text validation files
+    the evaluation is the PPL bound on them (offline), else GSM8K through lm-eval."""
+    from .evaluation.perplexity import LOCAL_SUFFIXES
+
     model = shlex.quote(output_dir)
     prompt = shlex.quote((prompts or ["The"])[0])
     gen_length = min(256, max_sequence_length // 2)
     steps = min(32, gen_length)
-    if eval_files:
+    if eval_files and all(f.endswith(LOCAL_SUFFIXES) for f in eval_files):
         evaluate = f"xdlm ppl --model {model} --datasets {' '.join(map(shlex.quote, eval_files))}"
     else:
         model_args = shlex.quote(f"pretrained={output_dir},steps={steps},gen_length={gen_length}")

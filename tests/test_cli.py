@@ -123,7 +123,7 @@ def test_next_steps_name_the_folder_and_three_commands():
         "  xdlm ppl --model outputs/quickstart --datasets data/stdlib_docs/validation.jsonl\n"
         "  xdlm push --model outputs/quickstart --repo YOUR_HF_NAME/quickstart"
     )
-    assert cli.next_steps("outputs/llada-8b-xdlm-cpt/", 4096) == (
+    assert cli.next_steps("outputs/llada-8b-xdlm-cpt/", 4096, None, ["valid.parquet"]) == (
         "Saved the model and its tokenizer to outputs/llada-8b-xdlm-cpt/. Next:\n"
         "  xdlm sample --model outputs/llada-8b-xdlm-cpt/ --prompt The --steps 32 --gen_length 256\n"
         "  xdlm eval --model xdlm --model_args pretrained=outputs/llada-8b-xdlm-cpt/,steps=32,gen_length=256"
