@@ -420,3 +420,29 @@ def test_flash_refuses_a_span_padded_unlike_the_last_columns(tiny_model, tiny_co
     tiny_model.config._attn_implementation = "flash_attention_2"
     with pytest.raises(ValueError, match="attn_implementation='sdpa'"):
         tiny_model(ids[:, 2:5], attention_mask=am, past_key_values=cache, cache_position=torch.arange(2, 5))
+
+
+SIZE_KEYS = {"d_model", "n_heads", "n_kv_heads", "n_layers", "mlp_hidden_size", "vocab_size", "embedding_size",
+             "max_sequence_length", "rope_theta", "mask_token_id", "eos_token_id", "pad_token_id", "architectures",
+             "auto_map", "transformers_version"}
+
+
+def test_config_built_from_scratch_saves_every_official_key_with_llada_8b_values(tmp_path):
+    """The official LLaDAConfig fills missing keys with its own class defaults (dropouts 0.1, init_fn "normal"): a
+    small model built here must write LLaDA-8B's values for every key, so the official code rebuilds the same model."""
+    config = LLaDAConfig(d_model=64, n_heads=4, n_layers=2, mlp_hidden_size=128, vocab_size=100, embedding_size=100,
+                         max_sequence_length=32, mask_token_id=99, eos_token_id=98, pad_token_id=98)
+    LLaDAModelLM(config).save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    missing = sorted(set(OFFICIAL_CONFIG) - set(saved) - {"auto_map"})
+    assert not missing, f"official keys not written: {missing}"
+    for key in set(OFFICIAL_CONFIG) - SIZE_KEYS:
+        assert saved[key] == OFFICIAL_CONFIG[key], key
+
+
+@pytest.mark.parametrize("key, value", [("attention_dropout", 0.1), ("residual_dropout", 0.1),
+                                        ("embedding_dropout", 0.1), ("alibi", True), ("include_qkv_bias", True),
+                                        ("layer_norm_with_affine", False), ("multi_query_attention", True)])
+def test_official_options_that_change_the_model_are_refused(key, value):
+    with pytest.raises(ValueError, match=f"{key}={value!r} is not supported"):
+        LLaDAConfig(**{key: value})

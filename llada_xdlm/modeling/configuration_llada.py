@@ -10,6 +10,34 @@ This file imports only transformers: it is shipped to the Hub as remote code nex
 
 from transformers import PreTrainedConfig
 
+# Keys of the official config.json that this implementation does not read, with LLaDA-8B's values. They are written
+# into every saved config, so the official modeling code loading a checkpoint built here sees LLaDA-8B's values and
+# not its own class defaults (which differ: dropouts 0.1, init_fn "normal", ...).
+OFFICIAL_KEYS = {
+    "alibi": False,
+    "alibi_bias_max": 8.0,
+    "attention_dropout": 0.0,
+    "attention_layer_norm": False,
+    "attention_layer_norm_with_affine": True,
+    "bias_for_layer_norm": False,
+    "block_group_size": 1,
+    "embedding_dropout": 0.0,
+    "flash_attention": False,
+    "include_qkv_bias": False,
+    "init_cutoff_factor": None,
+    "init_device": "meta",
+    "init_fn": "mitchell",
+    "layer_norm_with_affine": True,
+    "mlp_ratio": 4,
+    "multi_query_attention": None,
+    "precision": "amp_bf16",
+    "residual_dropout": 0.0,
+    "rope_full_precision": True,
+}
+# Of those, the ones that would change the model's function: any other value is refused.
+FIXED_OFFICIAL_KEYS = ["alibi", "attention_dropout", "attention_layer_norm", "bias_for_layer_norm",
+                       "embedding_dropout", "include_qkv_bias", "layer_norm_with_affine", "residual_dropout"]
+
 
 class LLaDAConfig(PreTrainedConfig):
     model_type = "llada"
@@ -85,6 +113,12 @@ class LLaDAConfig(PreTrainedConfig):
             "input_emb_norm": (input_emb_norm, False),
             "tie_word_embeddings": (kwargs.pop("tie_word_embeddings", False), False),
         }
+        for key, value in OFFICIAL_KEYS.items():
+            kwargs.setdefault(key, value)
+            if key in FIXED_OFFICIAL_KEYS:
+                unsupported[key] = (kwargs[key], value)
+        if kwargs["multi_query_attention"]:
+            unsupported["multi_query_attention"] = (kwargs["multi_query_attention"], None)
         for key, (value, supported) in unsupported.items():
             if value != supported:
                 raise ValueError(f"{key}={value!r} is not supported by this LLaDA implementation; use {supported!r}.")
