@@ -309,6 +309,19 @@ def test_resume_reproduces_the_uninterrupted_losses(tmp_path):
     assert [resumed[s] for s in (4, 5, 6)] == [full[s] for s in (4, 5, 6)]  # exact
 
 
+def test_recipe_as_run_is_saved_beside_the_model_and_in_every_checkpoint_and_repeats_the_run(tmp_path):
+    recipe = write_recipe(tmp_path, "run", max_steps=3, save_strategy="steps", save_steps=2)
+    main([recipe, "--k1", "0.3", "--learning_rate", "3e-3"])
+    saved = yaml.safe_load((tmp_path / "run" / "recipe.yaml").read_text())
+    assert saved == {**yaml.safe_load(Path(recipe).read_text()), "k1": 0.3, "learning_rate": 3e-3}
+    assert yaml.safe_load((tmp_path / "run" / "checkpoint-2" / "recipe.yaml").read_text()) == saved
+    state = json.loads((tmp_path / "run" / "trainer_state.json").read_text())
+    assert state["num_input_tokens_seen"] == 3 * 4 * 64  # steps x batch x block_size: the model card's tokens
+    # The saved recipe alone repeats the run: the same losses, step for step.
+    main([str(tmp_path / "run" / "recipe.yaml"), "--output_dir", str(tmp_path / "again")])
+    assert losses(tmp_path / "again") == losses(tmp_path / "run")
+
+
 # ---- LoRA ----------------------------------------------------------------------------------------------------
 
 

@@ -17,6 +17,8 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
+RECIPE_FILE = "recipe.yaml"  # the recipe a run used, saved beside its model and in every checkpoint
+
 # LLaDA's linear layers inside each transformer block. `ff_out` also names the LM head
 # (model.transformer.ff_out), so targets are matched by a full-name regex restricted to the blocks.
 LLADA_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "attn_out", "ff_proj", "up_proj", "ff_out"]
@@ -322,6 +324,18 @@ def check_run_length(max_steps: int, num_train_epochs: float, streaming: bool) -
 def parse_recipe(argv: list[str]):
     """(ModelArguments, DataArguments, DiffusionArguments, XDLMTrainingArguments) from `RECIPE.yaml [--key value
     ...]`. Raises ValueError naming the key and the recipe for a value of the wrong type or out of range."""
+    return read_recipe(argv)[0]
+
+
+def recipe_as_run(argv: list[str]) -> dict:
+    """The recipe a run uses: the YAML's keys (its launcher included) with the command-line overrides applied. It is
+    saved as RECIPE_FILE beside the model and in every checkpoint, so `xdlm train <folder>/recipe.yaml` repeats the
+    run and the model card can say how the model was made."""
+    return read_recipe(argv)[1]
+
+
+def read_recipe(argv: list[str]) -> tuple[tuple, dict]:
+    """(the four argument groups, the recipe as run); every value checked."""
     from transformers import HfArgumentParser
 
     from .training_args import XDLMTrainingArguments
@@ -332,6 +346,7 @@ def parse_recipe(argv: list[str]):
         raise FileNotFoundError(f"Recipe {argv[0]!r} does not exist.")
     with open(argv[0]) as f:
         recipe = yaml.safe_load(f) or {}
+    as_run = dict(recipe)
     # The launcher a recipe names is `xdlm train`'s business (llada_xdlm.launch); the training run itself ignores it,
     # so the same recipe also works after `accelerate launch -m llada_xdlm.train`.
     launcher = recipe.pop("accelerate_config", None)
@@ -356,6 +371,10 @@ def parse_recipe(argv: list[str]):
         for key, value in values.items():
             check_limit(key, value)
         check_run_length(values["max_steps"], values["num_train_epochs"], values["streaming"])
-        return tuple(g(**{f.name: values[f.name] for f in fields(g) if f.init}) for g in groups)
+        without_flags = vars(parser.parse_args([]))
+        for key, value in values.items():
+            if value != without_flags[key] and key != "resume_from_checkpoint":  # resuming is not part of the recipe
+                as_run[key] = value.value if isinstance(value, Enum) else value
+        return tuple(g(**{f.name: values[f.name] for f in fields(g) if f.init}) for g in groups), as_run
     except (ValueError, TypeError) as error:
         raise ValueError(f"Recipe {argv[0]!r}: {error}") from error

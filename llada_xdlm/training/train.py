@@ -17,7 +17,7 @@ from transformers.integrations import is_deepspeed_zero3_enabled
 
 from ..modeling import LLaDAConfig, LLaDAModelLM
 from ..tokenization import build_tokenizer
-from .args import DataArguments, DiffusionArguments, ModelArguments, parse_recipe
+from .args import DataArguments, DiffusionArguments, ModelArguments, read_recipe
 from .checkpoints import check_output_dir, resolve_resume
 from .data import XDLMCollator, build_dataset, corpus_texts, load_splits
 from .pretokenize import load_pretokenized
@@ -146,7 +146,7 @@ def print_samples(model, tokenizer, diffusion_args: DiffusionArguments, main: bo
 
 def main(argv: list[str] | None = None) -> dict:
     """Run a recipe; returns the final metrics (validation NELBO before/after when there is validation data)."""
-    model_args, data_args, diffusion_args, training_args = parse_recipe(sys.argv[1:] if argv is None else argv)
+    (model_args, data_args, diffusion_args, training_args), recipe = read_recipe(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
     training_args.remove_unused_columns = False  # examples hold exactly input_ids (+ labels)
@@ -186,6 +186,7 @@ def main(argv: list[str] | None = None) -> dict:
         data_collator=XDLMCollator(tokenizer.eos_token_id, count_padding=data_args.mode == "sft"),
         processing_class=tokenizer,
         max_nonfinite_steps=training_args.max_nonfinite_steps,
+        recipe=recipe,
     )
     # With validation data, evaluate once before the first step too (inside train(): DeepSpeed-safe).
     training_args.eval_on_start = eval_dataset is not None
@@ -193,7 +194,7 @@ def main(argv: list[str] | None = None) -> dict:
     metrics = {"train_loss": result.training_loss}
     if eval_dataset is not None:
         metrics["nelbo_before"] = next(log["eval_nelbo"] for log in trainer.state.log_history if "eval_nelbo" in log)
-    trainer.save_model()  # model (or LoRA adapter) + tokenizer + config with k1
+    trainer.save_model()  # model (or LoRA adapter) + tokenizer + config with k1 + recipe.yaml
     trainer.save_state()
     if eval_dataset is not None:
         metrics["nelbo_after"] = trainer.evaluate()["eval_nelbo"]

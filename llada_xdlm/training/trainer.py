@@ -18,12 +18,13 @@ import shutil
 
 import torch
 import torch.nn.functional as F
+import yaml
 from transformers import Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from .. import diffusion
 from . import checkpoints
-from .args import DiffusionArguments
+from .args import RECIPE_FILE, DiffusionArguments
 
 logger = logging.getLogger("llada_xdlm.train")
 
@@ -35,7 +36,7 @@ class XDLMTrainer(Trainer):
     loss_is_scaled_for_ga = True
 
     def __init__(self, *args, diffusion_args: DiffusionArguments, mask_token_id: int, max_nonfinite_steps: int = 0,
-                 **kwargs):
+                 recipe: dict | None = None, **kwargs):
         kwargs.setdefault("compute_metrics", nelbo_metrics)
         super().__init__(*args, **kwargs)
         if max_nonfinite_steps > 0 and self.is_deepspeed_enabled:
@@ -55,6 +56,7 @@ class XDLMTrainer(Trainer):
         if isinstance(self.train_dataset, torch.utils.data.IterableDataset):
             self.accelerator.dataloader_config.use_stateful_dataloader = True
         self.diffusion_args = diffusion_args
+        self.recipe = recipe  # written as recipe.yaml beside every saved model
         self.mask_token_id = mask_token_id
         self.schedule = diffusion.get_schedule(diffusion_args.schedule)
         self.model_accepts_loss_kwargs = True  # makes Trainer count num_items_in_batch from `labels`
@@ -202,6 +204,13 @@ class XDLMTrainer(Trainer):
 
     def _get_output_dir(self, trial) -> str:
         return self._staging_dir or super()._get_output_dir(trial)
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        """Trainer's save of model, config and tokenizer, plus the recipe of the run (model and every checkpoint)."""
+        super()._save(output_dir, state_dict)
+        if self.recipe is not None and self.args.should_save:
+            with open(os.path.join(output_dir or self.args.output_dir, RECIPE_FILE), "w") as f:
+                yaml.safe_dump(self.recipe, f, sort_keys=False)
 
     def _save_checkpoint(self, model, trial) -> None:
         """Trainer's save into `tmp-checkpoint-N/checkpoint-N` (every process writes its part), plus the data

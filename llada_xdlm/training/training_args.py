@@ -12,6 +12,10 @@ class XDLMTrainingArguments(TrainingArguments):
         default=False,
         metadata={"help": "Train into an output_dir that holds another run (its checkpoints are deleted)."},
     )
+    include_num_input_tokens_seen: str = field(
+        default="all",
+        metadata={"help": "Count the tokens trained on (trainer_state.json's num_input_tokens_seen; the model card)."},
+    )
     max_nonfinite_steps: int = field(
         default=0,
         metadata={"help": "Optimizer steps with a non-finite loss or gradient norm to skip before stopping (0: none)."},
