@@ -1,7 +1,11 @@
 """Stage a checkpoint for the Hugging Face Hub: weights + remote code + tokenizer + a model card, then upload.
 
-    xdlm push --model outputs/llada-xdlm --repo you/LLaDA-8B-XDLM --k1 0.1 --train_steps 600
+    xdlm push --model outputs/llada-xdlm --repo you/LLaDA-8B-XDLM
     xdlm push ... --dry_run --out staged/   # stage the folder only (inspect it before uploading)
+
+The model card is written from what the checkpoint records: config.json (objective, k1, schedule), recipe.yaml (base
+model or from scratch, data) and trainer_state.json (optimizer steps, tokens seen). Flags fill in only what a
+checkpoint does not record (a folder saved by other software); one that contradicts the checkpoint is an error.
 
 The staged folder loads anywhere with `AutoModel.from_pretrained(repo, trust_remote_code=True)`: staging saves the
 model as remote code (configuration_llada.py / modeling_llada.py copied, auto_map written). Checkpoints saved
@@ -9,52 +13,128 @@ locally (training outputs) carry no remote code, so that loading their tokenizer
 """
 
 import argparse
+import json
 import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
 from transformers import AutoModel, AutoTokenizer
 
 from .modeling import LLaDAConfig, LLaDAModelLM
+from .training.args import RECIPE_FILE
+
+
+OBJECTIVE_WORDS = {
+    "mdlm": "MDLM (masking noise, k1 = 0, as LLaDA)",
+    "xdlm": "XDLM (masked/uniform mixed noise)",
+    "udlm": "UDLM (uniform noise, k1 = 1)",
+    "ar": "autoregressive next-token prediction",
+}
 
 
 @dataclass
-class CardInfo:
-    """What the model card states about how the checkpoint was made."""
+class CardFacts:
+    """How a checkpoint was made, as its files record it (config.json, recipe.yaml, trainer_state.json); None where
+    they record nothing. `base_model` "" means trained from scratch."""
 
-    repo_id: str
-    base_model: str = "GSAI-ML/LLaDA-8B-Base"
-    objective: str = "xdlm"
-    k1: float | None = None  # defaults to config.k1
-    dataset: str = "HuggingFaceFW/fineweb-edu (sample-10BT)"
-    train_steps: int | None = None
+    base_model: str | None = None
+    objective: str | None = None
+    k1: float | None = None
+    schedule: str | None = None
+    data: str | None = None
+    steps: int | None = None
+    tokens: int | None = None
 
 
-def model_card(info: CardInfo, k1: float) -> str:
-    steps = f"{info.train_steps} optimizer steps" if info.train_steps else "see the training recipe"
+def recorded_facts(model_path: str | Path) -> CardFacts:
+    """Read what the checkpoint folder records. The model's config wins over the recipe for the objective's
+    settings (it is what sampling and evaluation read); the recipe tells the base model and the data; trainer_state
+    the optimizer steps and tokens seen."""
+    folder = Path(model_path)
+    config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else {}
+    recipe = yaml.safe_load((folder / RECIPE_FILE).read_text()) if (folder / RECIPE_FILE).is_file() else {}
+    state = json.loads((folder / "trainer_state.json").read_text()) if (folder / "trainer_state.json").is_file() else {}
+    facts = CardFacts()
+    if recipe:
+        facts.base_model = recipe.get("model_name_or_path") or ""
+        if recipe.get("dataset_name"):
+            facts.data = " ".join(filter(None, [recipe["dataset_name"], recipe.get("dataset_config")]))
+        elif recipe.get("data_files"):
+            facts.data = ", ".join(Path(f).name for f in recipe["data_files"]) + " (local files)"
+        elif recipe.get("pretokenized_dir"):
+            facts.data = f"pre-tokenised blocks in {recipe['pretokenized_dir']}"
+    for key in ("objective", "k1", "schedule"):
+        value = config.get(key, recipe.get(key))
+        if value is not None:
+            setattr(facts, key, value)
+    if facts.objective in ("mdlm", "udlm") and facts.k1 is None:
+        facts.k1 = 0.0 if facts.objective == "mdlm" else 1.0
+    if recipe and facts.objective is None:
+        facts.objective = "xdlm"  # the recipe default
+    facts.steps = state.get("global_step") or None
+    facts.tokens = state.get("num_input_tokens_seen") or None
+    return facts
+
+
+def merge_facts(recorded: CardFacts, flags: CardFacts) -> CardFacts:
+    """The recorded facts completed by the command-line flags: a flag may add what the checkpoint does not record,
+    never contradict what it does."""
+    merged = CardFacts()
+    for key in CardFacts.__dataclass_fields__:
+        ours, given = getattr(recorded, key), getattr(flags, key)
+        if given is not None and ours is not None and given != ours:
+            recorded_as = "trained from scratch" if key == "base_model" and ours == "" else repr(ours)
+            raise ValueError(
+                f"--{FLAG_NAMES[key]} {given!r} contradicts the checkpoint, which records {key} = {recorded_as} "
+                f"(config.json / {RECIPE_FILE} / trainer_state.json): drop the flag; the model card states what the "
+                f"checkpoint records."
+            )
+        setattr(merged, key, ours if ours is not None else given)
+    return merged
+
+
+FLAG_NAMES = {"base_model": "base_model", "objective": "objective", "k1": "k1", "schedule": "schedule",
+              "data": "dataset", "steps": "train_steps", "tokens": "train_tokens"}
+
+
+def model_card(repo_id: str, facts: CardFacts, k1: float) -> str:
+    """README.md for the Hub: what the checkpoint is (from `facts`), how to load, sample and evaluate it."""
+    unknown = "not recorded"
+    if facts.base_model is None:
+        origin = f"a LLaDA-architecture diffusion language model (how it was made is {unknown})"
+    elif facts.base_model == "":
+        origin = "a LLaDA-architecture diffusion language model trained from scratch"
+    else:
+        origin = f"{facts.base_model} continued-pretrained"
+    objective = OBJECTIVE_WORDS.get(facts.objective, unknown) if facts.objective else unknown
+    training = unknown
+    if facts.steps:
+        training = f"{facts.steps} optimizer steps" + (f", {facts.tokens:,} tokens" if facts.tokens else "")
+    header = ["library_name: transformers", "tags: [llada, diffusion-language-model, xdlm, llada-xdlm]"]
+    if facts.base_model and not Path(facts.base_model).exists():
+        header.insert(1, f"base_model: {facts.base_model}")
     return f"""---
-library_name: transformers
-base_model: {info.base_model}
-tags: [llada, diffusion-language-model, xdlm, llada-xdlm]
+{chr(10).join(header)}
 ---
 
-# {info.repo_id.split("/")[-1]}
+# {repo_id.split("/")[-1]}
 
-A masked/uniform mixed-noise diffusion language model: {info.base_model} continued-pretrained with the
-**{info.objective.upper()}** objective (mixing ratio k1 = {k1}; k1 = 0 is pure masking as in LLaDA/MDLM,
-k1 = 1 pure uniform noise as in UDLM) with the llada-xdlm toolkit.
+{origin} with the llada-xdlm toolkit.
 
-- Data: {info.dataset}
-- Training: {steps}
-- Sampling default stored in the config: `k1 = {k1}` (used by `llada_xdlm.generate` for XDLM refinement)
+- Objective: {objective}
+- Mixing ratio k1 = {k1} (0 = pure masking as LLaDA/MDLM, 1 = pure uniform noise as UDLM); the sampler's default
+- Noise schedule: {facts.schedule or unknown}
+- Data: {facts.data or unknown}
+- Training: {training}
 
 ## Load
 
 ```python
 from transformers import AutoModel, AutoTokenizer
-model = AutoModel.from_pretrained("{info.repo_id}", trust_remote_code=True, dtype="bfloat16")
-tokenizer = AutoTokenizer.from_pretrained("{info.repo_id}", trust_remote_code=True)
+model = AutoModel.from_pretrained("{repo_id}", trust_remote_code=True, dtype="bfloat16")
+tokenizer = AutoTokenizer.from_pretrained("{repo_id}", trust_remote_code=True)
 ```
 
 ## Sample in 32 steps
@@ -69,7 +149,7 @@ print(tokenizer.batch_decode(out[:, ids.shape[1]:], skip_special_tokens=True))
 ## Evaluate
 
 ```bash
-lm_eval --model xdlm --model_args pretrained={info.repo_id},steps=32,gen_length=256,block_length=256 --tasks gsm8k
+lm_eval --model xdlm --model_args pretrained={repo_id},steps=32,gen_length=256,block_length=256 --tasks gsm8k
 ```
 """
 
@@ -86,19 +166,21 @@ def remote_code():
         LLaDAConfig._auto_class = LLaDAModelLM._auto_class = None
 
 
-def stage_for_hub(model_path: str, out_dir: str | Path, info: CardInfo) -> Path:
-    """Write model (with remote code), tokenizer and README.md model card into out_dir."""
+def stage_for_hub(model_path: str, out_dir: str | Path, repo_id: str, flags: CardFacts | None = None) -> Path:
+    """Write model (with remote code), tokenizer and a README.md model card into out_dir. The card states what the
+    checkpoint records; `flags` may only add to it (a contradiction is an error)."""
+    facts = merge_facts(recorded_facts(model_path), flags or CardFacts())
+    if facts.k1 is not None and not 0.0 <= facts.k1 <= 1.0:
+        raise ValueError(f"k1={facts.k1} must lie in [0, 1].")
     out_dir = Path(out_dir)
     model = AutoModel.from_pretrained(model_path)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    k1 = model.config.k1 if info.k1 is None else info.k1
-    if not 0.0 <= k1 <= 1.0:
-        raise ValueError(f"k1={k1} must lie in [0, 1].")
-    model.config.k1 = k1
+    if facts.k1 is not None:
+        model.config.k1 = facts.k1
     with remote_code():
         model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
-    (out_dir / "README.md").write_text(model_card(info, k1))
+    (out_dir / "README.md").write_text(model_card(repo_id, facts, model.config.k1))
     return out_dir
 
 
@@ -116,19 +198,22 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="local checkpoint folder (save_pretrained output)")
     parser.add_argument("--repo", required=True, help="Hub repo id, e.g. user/LLaDA-8B-XDLM")
-    parser.add_argument("--base_model", default=CardInfo.base_model)
-    parser.add_argument("--objective", default="xdlm", choices=["xdlm", "mdlm", "udlm", "ar"])
-    parser.add_argument("--k1", type=float, default=None, help="mixing ratio to record (default: config.k1)")
-    parser.add_argument("--dataset", default=CardInfo.dataset)
-    parser.add_argument("--train_steps", type=int, default=None)
+    parser.add_argument("--base_model", default=None, help="only where the checkpoint records none (no recipe.yaml)")
+    parser.add_argument("--objective", default=None, choices=list(OBJECTIVE_WORDS), help="only where not recorded")
+    parser.add_argument("--k1", type=float, default=None, help="only where config.json records none")
+    parser.add_argument("--schedule", default=None, choices=["linear", "loglinear"], help="only where not recorded")
+    parser.add_argument("--dataset", default=None, help="only where the checkpoint records no data")
+    parser.add_argument("--train_steps", type=int, default=None, help="only where there is no trainer_state.json")
+    parser.add_argument("--train_tokens", type=int, default=None, help="only where there is no trainer_state.json")
     parser.add_argument("--private", action="store_true")
     parser.add_argument("--dry_run", action="store_true", help="stage into --out (or a temp dir) and stop")
     parser.add_argument("--out", default=None, help="staging folder (default: a temporary directory)")
     args = parser.parse_args(argv)
 
-    info = CardInfo(args.repo, args.base_model, args.objective, args.k1, args.dataset, args.train_steps)
+    flags = CardFacts(args.base_model, args.objective, args.k1, args.schedule, args.dataset, args.train_steps,
+                      args.train_tokens)
     out = args.out or tempfile.mkdtemp(prefix="llada-xdlm-hub-")
-    folder = stage_for_hub(args.model, out, info)
+    folder = stage_for_hub(args.model, out, args.repo, flags)
     print(f"staged {sorted(p.name for p in folder.iterdir())} in {folder}")
     if not args.dry_run:
         print(f"uploaded: {upload(folder, args.repo, private=args.private)}")

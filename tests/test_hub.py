@@ -6,11 +6,16 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import torch
 
 from llada_xdlm import cli
-from llada_xdlm.hub import CardInfo, stage_for_hub
+import pytest
+import yaml
+
+from llada_xdlm.hub import CardFacts, stage_for_hub
+from llada_xdlm.training.train import main as train
 
 
 def test_push_dry_run_stages_a_loadable_folder_with_model_card(tiny_model, tiny_tokenizer, tmp_path, monkeypatch):
@@ -40,7 +45,7 @@ def test_staged_folder_loads_with_trust_remote_code_without_the_package(tiny_mod
                                                                         tmp_path):
     tiny_model.save_pretrained(tmp_path / "ckpt")
     tiny_tokenizer.save_pretrained(tmp_path / "ckpt")
-    stage_for_hub(str(tmp_path / "ckpt"), tmp_path / "model", CardInfo("me/tiny-xdlm"))
+    stage_for_hub(str(tmp_path / "ckpt"), tmp_path / "model", "me/tiny-xdlm")
     ids = torch.randint(0, tiny_config.vocab_size, (2, 8))
     torch.save(ids, tmp_path / "ids.pt")
     with torch.no_grad():
@@ -60,3 +65,55 @@ def test_staged_folder_loads_with_trust_remote_code_without_the_package(tiny_mod
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"))
     subprocess.run([sys.executable, "-c", script], check=True, cwd=tmp_path, env=env, timeout=300)
     assert torch.equal(torch.load(tmp_path / "out.pt"), expected)
+
+
+CORPUS = Path(__file__).resolve().parents[1] / "data" / "stdlib_docs"
+
+
+@pytest.fixture(scope="module")
+def scratch_run(tmp_path_factory):
+    """A model trained from scratch by the real entry point: xdlm, k1 0.3, log-linear schedule, 3 steps."""
+    tmp = tmp_path_factory.mktemp("scratch")
+    recipe = dict(
+        model_config=dict(d_model=32, n_layers=1, n_heads=2, mlp_hidden_size=64, max_sequence_length=32),
+        tokenizer_vocab_size=300, data_files=[str(CORPUS / "train.jsonl")], block_size=32, objective="xdlm",
+        k1=0.3, schedule="loglinear", use_cpu=True, max_steps=3, per_device_train_batch_size=2, save_strategy="no",
+        report_to="none", disable_tqdm=True, output_dir=str(tmp / "run"),
+    )
+    (tmp / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    train([str(tmp / "recipe.yaml")])
+    return tmp / "run"
+
+
+def test_model_card_states_what_the_checkpoint_records(scratch_run, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert cli.main(["push", "--model", str(scratch_run), "--repo", "me/scratch", "--dry_run",
+                     "--out", str(tmp_path / "staged")]) == 0
+    card = (tmp_path / "staged" / "README.md").read_text()
+    assert "trained from scratch" in card and "base_model:" not in card
+    assert "Objective: XDLM" in card and "k1 = 0.3" in card and "Noise schedule: loglinear" in card
+    assert "Data: train.jsonl (local files)" in card
+    assert f"Training: 3 optimizer steps, {3 * 2 * 32} tokens" in card  # steps x batch x block_size
+    assert "GSAI-ML" not in card and "fineweb" not in card and "MDLM (" not in card
+    assert json.loads((tmp_path / "staged" / "config.json").read_text())["k1"] == 0.3
+
+
+@pytest.mark.parametrize("flag, recorded", [(dict(k1=0.1), "k1 = 0.3"), (dict(objective="mdlm"), "objective = 'xdlm'"),
+                                            (dict(base_model="GSAI-ML/LLaDA-8B-Base"), "base_model = trained from scratch"),
+                                            (dict(steps=600), "steps = 3"),
+                                            (dict(data="HuggingFaceFW/fineweb-edu"), "data = 'train.jsonl")])
+def test_a_flag_that_contradicts_the_checkpoint_is_refused(scratch_run, tmp_path, flag, recorded):
+    with pytest.raises(ValueError, match=f"contradicts the checkpoint, which records {recorded}"):
+        stage_for_hub(str(scratch_run), tmp_path / "staged", "me/scratch", CardFacts(**flag))
+    assert not (tmp_path / "staged").exists()  # refused before anything is written
+
+
+def test_flags_fill_in_what_a_folder_without_records_lacks(tiny_model, tiny_tokenizer, tmp_path):
+    tiny_model.save_pretrained(tmp_path / "ckpt")  # saved by other software: no recipe, no trainer state
+    tiny_tokenizer.save_pretrained(tmp_path / "ckpt")
+    stage_for_hub(str(tmp_path / "ckpt"), tmp_path / "staged", "me/other",
+                  CardFacts(base_model="GSAI-ML/LLaDA-8B-Base", objective="mdlm", data="my corpus", steps=50))
+    card = (tmp_path / "staged" / "README.md").read_text()
+    assert "base_model: GSAI-ML/LLaDA-8B-Base" in card and "GSAI-ML/LLaDA-8B-Base continued-pretrained" in card
+    assert "Objective: MDLM" in card and "Data: my corpus" in card and "Training: 50 optimizer steps" in card
+    assert "Noise schedule: not recorded" in card
