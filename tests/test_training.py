@@ -283,6 +283,35 @@ def test_sft_prompt_is_never_noised_and_not_in_the_loss(tiny_model, tiny_tokeniz
         assert bool((spy_noise["noisy"][~prompt] != batch["input_ids"][~prompt]).any())  # the response is noised
 
 
+OVERLONG_ROWS = [
+    {"prompt": "Short?", "response": "Yes."},
+    {"prompt": "Tell me everything.", "response": "word " * 80},
+    {"prompt": "And again.", "response": "more " * 80},
+]
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+@pytest.mark.parametrize("choice", ["truncate", "drop"])
+def test_overlong_sft_rows_are_counted_and_reported_and_dropped_on_request(tiny_tokenizer, caplog, streaming, choice):
+    data_args = DataArguments(data_files=["x.jsonl"], mode="sft", block_size=32, overlong_sft_rows=choice)
+    raw = Dataset.from_list(OVERLONG_ROWS)
+    raw = raw.to_iterable_dataset() if streaming else raw
+    with caplog.at_level("WARNING", logger="llada_xdlm.train"):
+        rows = list(build_dataset(raw, tiny_tokenizer, data_args, tiny_tokenizer.mask_token_id, 0, "train", train=True))
+    warnings = [r.getMessage() for r in caplog.records if "longer than block_size=32" in r.getMessage()]
+    if streaming:
+        assert len(warnings) == 2 and "(2 so far)" in warnings[-1]  # one per overlong row, as they arrive
+    else:
+        assert len(warnings) == 1 and warnings[0].startswith("2 of 3 train SFT rows")
+    lengths = [len(r["input_ids"]) for r in rows]
+    assert set(rows[0]) == {"input_ids", "labels"}
+    if choice == "drop":
+        assert len(rows) == 1 and rows[0]["input_ids"][-1] == tiny_tokenizer.eos_token_id  # only the short row
+    else:
+        assert len(rows) == 3 and lengths[1] == lengths[2] == 32 and "left out" not in warnings[0]
+        assert rows[1]["input_ids"][-1] != tiny_tokenizer.eos_token_id  # cut: the EOS is lost, and the log says so
+
+
 def test_gradient_accumulation_gives_the_same_update_as_one_batch(tmp_path, monkeypatch):
     """Rows of different lengths (random-length trick at 100%) make the per-micro-batch token counts differ, so
     only a per-token normalisation over the whole step makes GA 2 x 2 rows equal one batch of 4."""

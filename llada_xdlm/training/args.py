@@ -245,6 +245,10 @@ class DataArguments:
         default=0.01, metadata={"help": "LLaDA's trick: share of pretraining blocks cut to a random length."}
     )
     mode: Literal["pretrain", "sft"] = "pretrain"
+    overlong_sft_rows: Literal["truncate", "drop"] = field(
+        default="truncate",
+        metadata={"help": "SFT rows longer than block_size: cut to it or left out; either way counted and logged."},
+    )
     prompt_column: str = "prompt"
     response_column: str = "response"
     messages_column: str = field(

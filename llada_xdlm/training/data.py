@@ -6,6 +6,7 @@ counted). Packing runs batch-wise inside `Dataset.map` / `IterableDataset.map`, 
 lazily (streaming) or through the on-disk Arrow cache, never materialised in RAM.
 """
 
+import logging
 import os
 from dataclasses import dataclass
 
@@ -17,6 +18,8 @@ from .args import DataArguments
 
 BUILDERS = {"json": "json", "jsonl": "json", "txt": "text", "text": "text", "parquet": "parquet", "csv": "csv"}
 MAP_BATCH = 1000  # documents packed together; the remainder (< block_size tokens) of each batch is dropped
+
+logger = logging.getLogger("llada_xdlm.train")
 
 
 def load_raw(data_args: DataArguments, files: list[str] | None, split: str) -> Dataset | IterableDataset:
@@ -110,7 +113,8 @@ def pack_fn(tokenizer, data_args: DataArguments, mask_id: int, random_length_pro
 def sft_fn(tokenizer, data_args: DataArguments, mask_id: int):
     """Map function: one example per row, prompt tokens labelled -100, response + EOS as targets (LLaDA SFT).
     Chat messages (or prompt/response columns, as a user/assistant pair) go through the chat template when the
-    tokenizer has one; the last message is the response, everything before it the prompt."""
+    tokenizer has one; the last message is the response, everything before it the prompt. A row longer than
+    block_size is cut to it and flagged `overlong` (`handle_overlong` counts, reports and maybe drops them)."""
     eos, block = tokenizer.eos_token_id, data_args.block_size
 
     def encode(row: dict, index: int) -> dict:
@@ -133,8 +137,9 @@ def sft_fn(tokenizer, data_args: DataArguments, mask_id: int):
         reject_mask_token(full, mask_id, index, " ".join(m["content"] for m in messages))
         if len(prompt) >= block:
             raise ValueError(f"Row {index}: the prompt has {len(prompt)} tokens, not less than block_size={block}.")
+        overlong = len(full) > block
         full = full[:block]
-        return {"input_ids": full, "labels": [-100] * len(prompt) + full[len(prompt) :]}
+        return {"input_ids": full, "labels": [-100] * len(prompt) + full[len(prompt) :], "overlong": overlong}
 
     return encode
 
@@ -152,12 +157,44 @@ def build_dataset(
     else:
         fn, kwargs = sft_fn(tokenizer, data_args, mask_id), {}
     dataset = raw.map(fn, with_indices=True, remove_columns=columns, **kwargs)
+    if data_args.mode == "sft":
+        dataset = handle_overlong(dataset, data_args, name)
     if isinstance(dataset, Dataset) and len(dataset) == 0:
         raise ValueError(
             f"The {name} dataset gives no block of block_size={data_args.block_size} tokens: lower block_size "
             "or add data."
         )
     return dataset
+
+
+def handle_overlong(dataset: Dataset | IterableDataset, data_args: DataArguments, name: str):
+    """SFT rows longer than block_size lose the end of their response, end-of-turn and EOS included: count them and
+    say so (a map-style split once, up front; a streamed one row by row as they arrive), and with
+    `overlong_sft_rows: drop` leave them out instead."""
+    block, drop = data_args.block_size, data_args.overlong_sft_rows == "drop"
+    action = "left out" if drop else f"cut to block_size={block} (the end of the response and its EOS lost)"
+    advice = "raise block_size" + ("" if drop else ", or set overlong_sft_rows: drop to leave such rows out")
+    if isinstance(dataset, Dataset):
+        n = sum(dataset["overlong"])
+        if n:
+            logger.warning("%d of %d %s SFT rows are longer than block_size=%d tokens: %s; %s.", n, len(dataset),
+                           name, block, action, advice)
+        if drop:
+            dataset = dataset.filter(lambda row: not row["overlong"])
+            if len(dataset) == 0:
+                raise ValueError(f"Every {name} SFT row is longer than block_size={block}: raise block_size.")
+    else:
+        seen = [0]
+
+        def report(row: dict) -> bool:
+            if row["overlong"]:
+                seen[0] += 1
+                logger.warning("%s SFT row longer than block_size=%d tokens (%d so far): %s; %s.", name, block,
+                               seen[0], action, advice)
+            return not (drop and row["overlong"])
+
+        dataset = dataset.filter(report)
+    return dataset.remove_columns("overlong")
 
 
 def corpus_texts(raw: Dataset | IterableDataset, data_args: DataArguments):
