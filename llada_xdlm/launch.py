@@ -12,14 +12,12 @@ GPU launcher is refused at once, naming what to run instead. `--accelerate_confi
 replaces the recipe's; `--accelerate_config ''` trains in this one process.
 
 `accelerate_config` is not one of the training arguments (it is not TrainingArguments' `accelerator_config`):
-it is taken out before llada_xdlm.training parses the recipe, which refuses keys it does not know.
+llada_xdlm.training's parser sets it aside and keeps it in the recipe.yaml saved with the model.
 """
 
 import os
 import shlex
 import sys
-import tempfile
-from contextlib import contextmanager
 
 import yaml
 
@@ -81,21 +79,6 @@ def launch_command(config: str, argv: list[str], gpus: int) -> list[str]:
     return [*command, "-m", "llada_xdlm.train", *argv]
 
 
-@contextmanager
-def recipe_for_training(argv: list[str]):
-    """argv as llada_xdlm.training parses it: the recipe without accelerate_config, in a temporary copy when it has
-    the key (the copy lives for the whole run)."""
-    recipe = read_yaml(argv[0])
-    if LAUNCHER_KEY not in recipe:
-        yield argv
-        return
-    with tempfile.TemporaryDirectory(prefix="xdlm-recipe-") as folder:
-        path = os.path.join(folder, os.path.basename(argv[0]))
-        with open(path, "w") as f:
-            yaml.safe_dump({k: v for k, v in recipe.items() if k != LAUNCHER_KEY}, f, sort_keys=False)
-        yield [path, *argv[1:]]
-
-
 def recipe_help(prog: str) -> str:
     """Usage plus every recipe key (the training dataclasses and TrainingArguments) and the launcher key."""
     from transformers import HfArgumentParser, TrainingArguments
@@ -140,5 +123,4 @@ def main(argv: list[str] | None = None, prog: str = "xdlm train") -> dict | None
         os.execv(sys.executable, [sys.executable, "-m", "accelerate.commands.launch", *command[2:]])
     from .training.train import main as train_main
 
-    with recipe_for_training(argv) as training_argv:
-        return train_main(training_argv)
+    return train_main(argv)  # training ignores the recipe's accelerate_config (and saves the recipe as written)

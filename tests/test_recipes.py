@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from llada_xdlm.launch import LAUNCHER_KEY, recipe_for_training
+from llada_xdlm.launch import LAUNCHER_KEY
 from llada_xdlm.training.args import parse_recipe
 
 REPO = Path(__file__).resolve().parents[1]
@@ -14,16 +14,11 @@ NO_GPU = ["--bf16", "false"]  # the 8B recipes train in bf16 on GPUs; TrainingAr
 RECIPES = sorted((REPO / "recipes").glob("*.yaml"))  # not recipes/accelerate/: launcher configs, not recipes
 
 
-def parse(argv: list[str]):
-    with recipe_for_training(argv) as training_argv:
-        return parse_recipe(training_argv)
-
-
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)
 def test_recipe_parses(path, monkeypatch):
     monkeypatch.chdir(REPO)  # recipes name their files relative to the repository root
     recipe = yaml.safe_load(path.read_text())
-    parse([str(path), *(NO_GPU if recipe.get("bf16") else [])])
+    parse_recipe([str(path), *(NO_GPU if recipe.get("bf16") else [])])
     if LAUNCHER_KEY in recipe:
         launcher = yaml.safe_load(Path(recipe[LAUNCHER_KEY]).read_text())
         assert launcher["distributed_type"] in ("DEEPSPEED", "MULTI_GPU", "FSDP")
@@ -40,7 +35,7 @@ def test_gpu_recipes_name_their_launcher():
 def test_llada_cpt_recipe_matches_the_authors_command():
     """Expected values: the `deepspeed llada_cpt.py ...` command in the LLaDA-XDLM README (their run; Adam betas
     and epsilon are transformers' TrainingArguments defaults there, which their command leaves as they are)."""
-    model_args, data_args, diff_args, args = parse([str(REPO / "recipes" / "llada_cpt.yaml"), *NO_GPU])
+    model_args, data_args, diff_args, args = parse_recipe([str(REPO / "recipes" / "llada_cpt.yaml"), *NO_GPU])
     assert model_args.model_name_or_path == "GSAI-ML/LLaDA-8B-Base"
     assert (data_args.dataset_name, data_args.dataset_config) == ("HuggingFaceFW/fineweb-edu", "sample-10BT")
     assert data_args.streaming and data_args.block_size == 4096 and data_args.random_length_prob == 0.0

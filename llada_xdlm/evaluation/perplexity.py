@@ -16,7 +16,6 @@ The noise is drawn from one generator seeded by `--seed`, so a rerun gives the s
 import argparse
 import json
 import math
-from types import SimpleNamespace
 
 import torch
 
@@ -76,9 +75,7 @@ def text_blocks(texts: list[str], tokenizer, block_size: int, max_blocks: int | 
     rows. Text holding the tokenizer's mask token is refused, as in training."""
     from ..training.data import pack_fn
 
-    # pack_fn reads block_size and text_column of the recipe's data arguments; no random block lengths here.
-    layout = SimpleNamespace(block_size=block_size, text_column="text")
-    pack = pack_fn(tokenizer, layout, tokenizer.mask_token_id, random_length_prob=0.0, seed=0)
+    pack = pack_fn(tokenizer, block_size, "text", tokenizer.mask_token_id, random_length_prob=0.0, seed=0)
     blocks = pack({"text": list(texts)}, list(range(len(texts))))["input_ids"][:max_blocks]
     if not blocks:
         raise ValueError(f"the corpus has fewer tokens than one block of {block_size}; lower --block_size or add "

@@ -86,14 +86,14 @@ def reject_mask_token(ids: list[int], mask_id: int, row: int, text: str) -> None
         )
 
 
-def pack_fn(tokenizer, data_args: DataArguments, mask_id: int, random_length_prob: float, seed: int):
+def pack_fn(tokenizer, block_size: int, text_column: str, mask_id: int, random_length_prob: float, seed: int):
     """Batched map function: tokenise, append EOS, concatenate, cut into block_size blocks. With probability
     `random_length_prob` a block is cut to a length uniform in [1, block_size] (LLaDA's variable-length trick),
     drawn from a generator seeded by (seed, first row index), so the data is the same on every run and resume."""
-    eos, block = tokenizer.eos_token_id, data_args.block_size
+    eos, block = tokenizer.eos_token_id, block_size
 
     def pack(batch: dict, indices: list[int]) -> dict:
-        texts = batch[data_args.text_column]
+        texts = batch[text_column]
         stream = []
         for text, row, ids in zip(texts, indices, tokenizer(texts, add_special_tokens=False)["input_ids"]):
             reject_mask_token(ids, mask_id, row, text)
@@ -152,7 +152,8 @@ def build_dataset(
     check_columns(row, data_args, name)
     columns = list(row)
     if data_args.mode == "pretrain":
-        fn = pack_fn(tokenizer, data_args, mask_id, data_args.random_length_prob if train else 0.0, seed)
+        fn = pack_fn(tokenizer, data_args.block_size, data_args.text_column, mask_id,
+                     data_args.random_length_prob if train else 0.0, seed)
         kwargs = dict(batched=True, batch_size=MAP_BATCH)
     else:
         fn, kwargs = sft_fn(tokenizer, data_args, mask_id), {}

@@ -13,7 +13,6 @@ import sys
 import torch
 import transformers
 from transformers import AutoTokenizer, set_seed
-from transformers.integrations import is_deepspeed_zero3_enabled
 
 from ..modeling import LLaDAConfig, LLaDAModelLM
 from ..tokenization import build_tokenizer
@@ -218,9 +217,5 @@ def main(argv: list[str] | None = None) -> dict:
     return metrics
 
 
-def cli() -> None:
-    main()
-
-
 if __name__ == "__main__":
-    cli()
+    main()
