@@ -188,6 +188,19 @@ def test_mdlm_objective_equals_llada_masked_loss(tiny_model, tiny_tokenizer, cor
     torch.testing.assert_close(loss, token_loss.sum() / clean.numel(), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("num_items_in_batch", [None, 1000])
+def test_compute_loss_returns_loss_and_no_outputs_when_asked_for_outputs(tiny_model, tiny_tokenizer, corpus_texts,
+                                                                        tmp_path, num_items_in_batch):
+    """Trainer's contract (prediction_step calls it so): `(loss, outputs)` with return_outputs, whichever path."""
+    trainer = make_trainer(tiny_model, tiny_tokenizer, tmp_path)
+    batch = packed_batch(tiny_tokenizer, corpus_texts)
+    torch.manual_seed(0)
+    plain = trainer.compute_loss(tiny_model, batch, num_items_in_batch=num_items_in_batch)
+    torch.manual_seed(0)
+    loss, outputs = trainer.compute_loss(tiny_model, batch, return_outputs=True, num_items_in_batch=num_items_in_batch)
+    assert outputs is None and loss.ndim == 0 and torch.equal(loss, plain)
+
+
 def direct_xdlm_loss(logits, noisy, clean, alpha, k1, mask_id):
     """The per-token XDLM loss [N] written directly on the V axis in float64, without the package's per-token
     statistics (test_diffusion.py checks the package's closed form against the KL limit of the Bayes posteriors):

@@ -196,6 +196,18 @@ class LLaDAPreTrainedModel(PreTrainedModel):
             init.ones_(module.weight)
 
 
+class LLaDALMHead(nn.Linear):
+    """The untied LM head (`ff_out` in the official state dict). `head(x)` gives logits [.., V]; `head(x, loss_fn=f)`
+    gives f(x, weight) instead: a loss that needs the head's weight (the fused, chunked LM head + loss) runs as the
+    head's own forward, so ZeRO-3, which gathers a partitioned weight around each module's forward and backward,
+    hands it the whole weight."""
+
+    def forward(self, hidden: torch.Tensor, loss_fn: Callable | None = None) -> torch.Tensor:
+        if loss_fn is None:
+            return super().forward(hidden)
+        return loss_fn(hidden, self.weight)
+
+
 class LLaDAModel(nn.Module):
     """Holds `transformer` (a ModuleDict, as in the official checkpoint) and runs the stack."""
 
@@ -207,7 +219,7 @@ class LLaDAModel(nn.Module):
                 wte=nn.Embedding(config.embedding_size, config.d_model),
                 blocks=nn.ModuleList([LLaDABlock(config, i) for i in range(config.n_layers)]),
                 ln_f=LLaDARMSNorm(config.d_model, config.rms_norm_eps),
-                ff_out=nn.Linear(config.d_model, config.embedding_size, bias=False),  # LM head, untied
+                ff_out=LLaDALMHead(config.d_model, config.embedding_size, bias=False),  # untied
             )
         )
 

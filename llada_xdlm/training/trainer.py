@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import shutil
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -96,7 +97,8 @@ class XDLMTrainer(Trainer):
         if fused:
             head = unwrap(model).get_output_embeddings()
             hidden = out.last_hidden_state[counted]  # [N, D]
-            loss = call_as_forward(head, self._fused_head_loss, hidden, noisy[counted], clean[counted], alpha_tok)
+            loss = head(hidden, loss_fn=partial(self._fused_head_loss, noisy=noisy[counted], clean=clean[counted],
+                                                alpha=alpha_tok))  # [N]
         else:
             loss = diffusion.xdlm_loss(out.logits, noisy, clean, alpha, k1, mask_id, loss_mask=counted)[counted]  # [N]
         loss = loss * self.schedule.weight(t)[:, None].expand(B, L)[counted]
@@ -104,19 +106,21 @@ class XDLMTrainer(Trainer):
             self._record(alpha, noisy[counted], clean[counted])
         return loss, counted
 
-    def _fused_head_loss(self, head, hidden, noisy, clean, alpha):
-        """Fused LM head + XDLM loss [N] from the head's weight (autocast may hand over bf16 hidden states)."""
-        weight = head.weight  # [V, D]
+    def _fused_head_loss(self, hidden, weight, *, noisy, clean, alpha):
+        """Fused LM head + XDLM loss [N] from the head's weight [V, D] (autocast may hand over bf16 hidden states)."""
         return self._fused_loss(hidden.to(weight.dtype), weight, noisy, clean, alpha, self.diffusion_args.k1,
                                 self.mask_token_id)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """The step's loss; with return_outputs, (loss, None): no model outputs are kept (the fused loss never
+        builds the logits)."""
         loss, counted = self.per_token_loss(model, inputs)
         if num_items_in_batch is None:  # one batch on its own: mean over its counted tokens
-            return loss.sum() / counted.sum().clamp(min=1)
-        loss = loss.sum() / num_items_in_batch
-        if self.args.average_tokens_across_devices:  # the count is global; DDP / ZeRO average gradients over ranks
-            loss = loss * self.accelerator.num_processes
+            loss = loss.sum() / counted.sum().clamp(min=1)
+        else:
+            loss = loss.sum() / num_items_in_batch
+            if self.args.average_tokens_across_devices:  # the count is global; DDP / ZeRO average gradients over ranks
+                loss = loss * self.accelerator.num_processes
         return (loss, None) if return_outputs else loss
 
     # ---- non-finite loss or gradient norm: stop (or skip the update) --------------------------------------------
@@ -297,14 +301,3 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
         if inner is None or inner is model:
             return model
         model = inner
-
-
-def call_as_forward(module: torch.nn.Module, fn, *args):
-    """fn(module, *args), run as `module`'s forward. Under ZeRO-3 the module's hooks then gather its partitioned
-    weight for the forward AND again for the backward (a GatheredParameters block covers the forward only, and the
-    weight gradient must be produced while the weight is whole); without DeepSpeed it is a plain call."""
-    module.forward = lambda *inputs: fn(module, *inputs)  # instance attribute shadows the class method
-    try:
-        return module(*args)
-    finally:
-        del module.forward
