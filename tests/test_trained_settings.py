@@ -187,7 +187,8 @@ def test_generate_reads_the_models_sampler_defaults_and_explicit_settings_win(ti
     # gen_length 6 without block_length is one block of 6 (not blocks of the saved gen_length 4): 2 forwards.
     assert generate(tiny_model, ids, gen_length=6).shape == (1, 3 + 6) and len(forwards) == 2
     forwards.clear()
-    assert generate(tiny_model, ids, config=SamplerConfig(steps=3, gen_length=5)).shape == (1, 3 + 5) and len(forwards) == 3
+    out = generate(tiny_model, ids, config=SamplerConfig(steps=3, gen_length=5))  # a whole config wins as it is
+    assert out.shape == (1, 3 + 5) and len(forwards) == 3
     tiny_model.config.sampling = {"stepz": 2}
     with pytest.raises(ValueError, match=r"config.json `sampling`.*unknown sampler setting\(s\) \['stepz'\]"):
         generate(tiny_model, ids)
@@ -237,6 +238,6 @@ def test_recipe_sampling_is_checked_when_the_recipe_is_read(tmp_path, overrides,
 
 def test_sample_prompts_that_cannot_fit_the_model_stop_the_run_before_training(tmp_path):
     recipe = write_recipe(tmp_path, sample_prompts=["The module"])  # no sampling: gen_length 256 > 64 positions
-    with pytest.raises(ValueError, match=r"plus the sampler's gen_length=256 exceeds the model's max_sequence_length=64"):
+    with pytest.raises(ValueError, match=r"gen_length=256 exceeds the model's max_sequence_length=64"):
         train_main([recipe])
     assert not (tmp_path / "run" / "trainer_state.json").exists()

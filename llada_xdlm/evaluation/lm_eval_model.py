@@ -8,8 +8,9 @@ greedy check; loglikelihood_rolling sums that bound over windows of max_length t
 lm-eval shards the requests over processes and this class supplies rank, world size and the collectives.
 
 Defaults come from the checkpoint: the sampler settings its config.json records (`sampling`), the k1 and schedule
-it was trained with, and the likelihood estimator its objective calls for (LLaDA's "mdlm" for a masked diffusion
-model, the "xdlm" bound at its k1 otherwise); model_args override them (a k1 other than the trained one is logged).
+it was trained with, and the likelihood estimator its objective calls for (LLaDA's "mdlm", except the "xdlm" bound
+for a uniform-noise udlm model, which never saw a mask); model_args override them (a k1 other than the trained one is
+logged).
 """
 
 import atexit
@@ -62,8 +63,8 @@ class XDLMEvalLM(LM):
         gen_length, block_length, k1, refine_budget, temperature, remasking, cfg_scale (generation only), ...),
         each defaulting to the checkpoint's (config.json `sampling`, config.k1), else gen_length 256 and
         SamplerConfig's; mc_num: samples per loglikelihood; likelihood: "mdlm" (LLaDA's estimator, low variance) or
-        "xdlm" (the XDLM bound at k1); default "mdlm" for a checkpoint trained with objective mdlm (LLaDA-8B-Base),
-        "xdlm" for xdlm and udlm; max_length: tokens per sequence
+        "xdlm" (the XDLM bound at k1); default "mdlm", "xdlm" for a checkpoint trained with objective udlm;
+        max_length: tokens per sequence
         (default: config.max_sequence_length); stats_path: a JSON file to write generation statistics to (prompts,
         generated tokens, model forwards, seconds; one file per process under data parallelism, `.rank<r>` added)."""
         super().__init__()
@@ -345,9 +346,10 @@ def _validate(pretrained, dtype, batch_size, mode, mc_num, likelihood, max_lengt
 
 
 def _estimator(model_config) -> str:
-    """The likelihood estimator a checkpoint's objective calls for: LLaDA's masking one for a masked diffusion model,
-    the XDLM bound (at its k1) for a mixed- or uniform-noise one."""
-    return "mdlm" if trained_setting(model_config, "objective") == "mdlm" else "xdlm"
+    """The likelihood estimator a checkpoint's objective calls for: LLaDA's masking one (lowest variance, comparable
+    with published LLaDA numbers) for every model that learned to fill masks, the XDLM bound at k1 = 1 for a uniform-
+    noise model, which never saw a mask."""
+    return "xdlm" if trained_setting(model_config, "objective") == "udlm" else "mdlm"
 
 
 def _looks_local(pretrained: str) -> bool:

@@ -57,7 +57,7 @@ class LLaDAConfig(PreTrainedConfig):
         eos_token_id: int | None = 126081,
         pad_token_id: int | None = 126081,
         # ---- how the model was trained, and its sampler defaults (docs/training.md, "What a checkpoint records")
-        objective: str | None = None,  # None (a config that predates these keys): "mdlm" at k1 0, "udlm" at 1, else "xdlm"
+        objective: str | None = None,  # None (a config older than the key): "mdlm" at k1 0, "udlm" at 1, else "xdlm"
         k1: float = 0.0,
         schedule: str = "linear",
         eps: float = 1e-3,
