@@ -11,7 +11,7 @@ import torch
 logger = logging.getLogger(__name__)
 
 # What a config without the training keys means (LLaDA-8B-Base's, or a model that is not a LLaDAConfig).
-UNRECORDED = {"objective": "mdlm", "k1": 0.0, "schedule": "linear"}
+UNRECORDED = {"k1": 0.0, "schedule": "linear"}
 
 
 def load_checkpoint(path: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
@@ -32,7 +32,12 @@ def load_checkpoint(path: str, device: str | torch.device = "cpu", dtype: torch.
 
 
 def trained_setting(model_config, name: str):
-    """The value of a training setting ("objective", "k1" or "schedule") the model config records."""
+    """The value of a training setting ("objective", "k1" or "schedule") the model config records. An objective
+    not recorded (LLaDA-8B-Base, a model built here) follows from k1: "mdlm" at 0, "udlm" at 1, "xdlm" between."""
+    if name == "objective":
+        recorded = getattr(model_config, "objective", None)
+        k1 = trained_setting(model_config, "k1")
+        return recorded if recorded is not None else {0.0: "mdlm", 1.0: "udlm"}.get(k1, "xdlm")
     return getattr(model_config, name, UNRECORDED[name])
 
 

@@ -201,12 +201,16 @@ def test_a_config_without_training_keys_describes_llada_8b_base(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(OFFICIAL_CONFIG))
     config = LLaDAConfig.from_pretrained(tmp_path)
     recorded = {key: getattr(config, key) for key in ("objective", "k1", "schedule", "eps", "antithetic", "sampling")}
-    assert recorded == dict(objective="mdlm", k1=0.0, schedule="linear", eps=1e-3, antithetic=False, sampling={})
+    assert recorded == dict(objective=None, k1=0.0, schedule="linear", eps=1e-3, antithetic=False, sampling={})
+    assert checkpoint.trained_setting(config, "objective") == "mdlm"
 
 
 @pytest.mark.parametrize("k1,objective", [(0.0, "mdlm"), (0.1, "xdlm"), (1.0, "udlm")])
-def test_a_config_saved_before_the_objective_was_recorded_gets_it_from_k1(k1, objective):
-    assert LLaDAConfig(k1=k1).objective == objective
+def test_an_objective_not_recorded_follows_from_k1_even_when_k1_is_set_later(tmp_path, k1, objective):
+    config = LLaDAConfig()
+    config.k1 = k1  # e.g. a merged LoRA model given the k1 its adapter was trained with
+    config.save_pretrained(tmp_path)
+    assert checkpoint.trained_setting(LLaDAConfig.from_pretrained(tmp_path), "objective") == objective
 
 
 @pytest.mark.parametrize("settings,message", [

@@ -8,7 +8,8 @@ num_attention_heads, ...) are aliases of the official ones.
 How the model was trained is recorded too (objective, k1, schedule, eps, antithetic; written by `xdlm train`), with
 the sampler settings it is sampled with by default (`sampling`, SamplerConfig's fields); sampling and evaluation
 read them as their defaults. A config without these keys (LLaDA-8B-Base's) describes LLaDA's own pretraining:
-masked diffusion (objective "mdlm", k1 0), alpha = 1 - t with t ~ U(1e-3, 1), no antithetic draws.
+masked diffusion (k1 0), alpha = 1 - t with t ~ U(1e-3, 1), no antithetic draws; objective None (not recorded)
+reads as "mdlm" at k1 0, "udlm" at k1 1 and "xdlm" otherwise (llada_xdlm.checkpoint.trained_setting).
 
 This file imports only transformers: it is shipped to the Hub as remote code next to modeling_llada.py.
 """
@@ -57,7 +58,7 @@ class LLaDAConfig(PreTrainedConfig):
         eos_token_id: int | None = 126081,
         pad_token_id: int | None = 126081,
         # ---- how the model was trained, and its sampler defaults (docs/training.md, "What a checkpoint records")
-        objective: str | None = None,  # None (a config older than the key): "mdlm" at k1 0, "udlm" at 1, else "xdlm"
+        objective: str | None = None,  # None: not recorded (LLaDA-8B-Base, a fresh model), read from k1
         k1: float = 0.0,
         schedule: str = "linear",
         eps: float = 1e-3,
@@ -89,9 +90,7 @@ class LLaDAConfig(PreTrainedConfig):
         # ---- how the model was trained, and its sampler defaults
         if not 0.0 <= k1 <= 1.0:
             raise ValueError(f"k1={k1} must lie in [0, 1] (0 = MDLM masking, 1 = uniform noise).")
-        if objective is None:
-            objective = {0.0: "mdlm", 1.0: "udlm"}.get(k1, "xdlm")
-        if objective not in OBJECTIVES:
+        if objective is not None and objective not in OBJECTIVES:
             raise ValueError(f"objective={objective!r} is not one of {OBJECTIVES}.")
         fixed_k1 = {"mdlm": 0.0, "udlm": 1.0}.get(objective)
         if fixed_k1 is not None and k1 != fixed_k1:
