@@ -1,9 +1,17 @@
 """A saved diffusion checkpoint (the output_dir of `xdlm train`: weights, config and tokenizer) loaded for sampling
-and evaluation, with an error that says what to give when the folder is not one."""
+and evaluation, with an error that says what to give when the folder is not one; and the training settings its
+config records (objective, k1, schedule), which sampling and evaluation take as their defaults."""
 
+import functools
+import logging
 import os
 
 import torch
+
+logger = logging.getLogger(__name__)
+
+# What a config without the training keys means (LLaDA-8B-Base's, or a model that is not a LLaDAConfig).
+UNRECORDED = {"k1": 0.0, "schedule": "linear"}
 
 
 def load_checkpoint(path: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
@@ -21,3 +29,38 @@ def load_checkpoint(path: str, device: str | torch.device = "cpu", dtype: torch.
         )
     model = LLaDAModelLM.from_pretrained(path, dtype=dtype).to(device).eval()
     return model, AutoTokenizer.from_pretrained(path)
+
+
+def trained_setting(model_config, name: str):
+    """The value of a training setting ("objective", "k1" or "schedule") the model config records. An objective
+    not recorded (LLaDA-8B-Base, a model built here) follows from k1: "mdlm" at 0, "udlm" at 1, "xdlm" between."""
+    if name == "objective":
+        recorded = getattr(model_config, "objective", None)
+        k1 = trained_setting(model_config, "k1")
+        return recorded if recorded is not None else {0.0: "mdlm", 1.0: "udlm"}.get(k1, "xdlm")
+    return getattr(model_config, name, UNRECORDED[name])
+
+
+def require_diffusion(model_config, job: str) -> None:
+    """Refuse a checkpoint trained autoregressively for a job that needs a diffusion model (`job` names it)."""
+    if trained_setting(model_config, "objective") == "ar":
+        raise ValueError(f"this checkpoint was trained with objective 'ar' (its config.json): it predicts the next "
+                         f"token left to right and cannot be used for {job}, which needs a diffusion model. Use it "
+                         f"as the evaluator of `xdlm gen-ppl --evaluator`, or train with objective xdlm, mdlm or udlm.")
+
+
+def resolve_setting(model_config, name: str, given):
+    """`given` when it is not None, else what the checkpoint records; a given value that differs from the recorded
+    one is allowed (e.g. sampling LLaDA-8B-Base with k1 0.1) and logged once."""
+    trained = trained_setting(model_config, name)
+    if given is None:
+        return trained
+    if given != trained:
+        _log_once(f"{name}={given!r} differs from the {name}={trained!r} this checkpoint was trained with "
+                  f"(config.json); using {given!r} as asked.")
+    return given
+
+
+@functools.cache
+def _log_once(message: str) -> None:
+    logger.warning(message)

@@ -138,7 +138,6 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> tuple[Path, 
     args = parser.parse_args(argv)
     if args.demo == bool(args.model):
         parser.error("give exactly one of --model PATH or --demo")
-    config = sampler_config_from_arguments(parser, args)
 
     if args.demo:
         model, tokenizer, prompt = _demo_model()
@@ -146,6 +145,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> tuple[Path, 
     else:
         model, tokenizer = load_checkpoint(args.model)
         input_ids = tokenizer(args.prompt, return_tensors="pt")["input_ids"]
+    config = sampler_config_from_arguments(parser, args, model.config)
     out = generate(model, input_ids, config=config, generator=torch.Generator().manual_seed(0),
                    return_trajectory=True)
     paths = plot_trajectory(out.trajectory, tokenizer, args.out)

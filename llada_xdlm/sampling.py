@@ -1,13 +1,15 @@
 """Few-step sampling: LLaDA's remasking sampler with XDLM refinement (default) and the ancestral posterior
 sampler, batched over left-padded prompts, optionally recording what every step did. `SamplerConfig` holds every
-setting that decides what is sampled, validated once; generate() takes one or its fields as keywords.
+setting that decides what is sampled, validated once; generate() takes one or its fields as keywords. A trained
+model's defaults come with it (`checkpoint_sampler`): the sampler settings its config.json records under `sampling`
+(the recipe's `sampling:`), and k1 and the schedule it was trained with.
 
 Generation is fixed-length: the canvas is the prompt followed by `gen_length` masks and every step is one model
 forward (two with classifier-free guidance). Stop strings therefore cannot end a diffusion run early: they are
 applied to the final canvas (`stop_strings=`), or to decoded texts with `truncate_at_stop`.
 
 `xdlm sample --model DIR --prompt TEXT [--steps 32 --gen_length 64 ...]` prints a checkpoint's continuations; its
-options are SamplerConfig's fields (add_sampler_arguments).
+options are SamplerConfig's fields (add_sampler_arguments), each defaulting to the checkpoint's.
 
 Fast few-step decoding (docs/sampling.md): `cache="prefix"` or `"dual"` serves the positions a step does not
 change from a KV cache refreshed at each block's first step, and `threshold=` commits every mask whose confidence
@@ -21,7 +23,8 @@ from typing import Sequence
 
 import torch
 
-from .diffusion import prior_sample, reverse_step_probs
+from .checkpoint import require_diffusion, resolve_setting
+from .diffusion import get_schedule, prior_sample, reverse_step_probs
 from .modeling import LLaDAModelLM
 
 SAMPLERS = ("remask", "ancestral")
@@ -43,7 +46,9 @@ class SamplerConfig:
     top_p: nucleus of the ancestral sampler; cfg_scale: classifier-free guidance (0 = off); cache: "none", "prefix"
     (the prompt and finished blocks come from a KV cache refreshed at each block's first step) or "dual" (the masked
     suffix too); threshold: commit every mask of the block whose confidence exceeds it, at least the fixed
-    schedule's share of what is left (None = the fixed schedule)."""
+    schedule's share of what is left (None = the fixed schedule); schedule: the ancestral sampler's steps are uniform
+    in t under this noise schedule, "linear" (alpha = 1 - t) or "loglinear" (None = the one the model was trained
+    with, config.schedule)."""
 
     steps: int = 32
     gen_length: int = 256
@@ -57,6 +62,7 @@ class SamplerConfig:
     cfg_scale: float = 0.0
     cache: str = "none"
     threshold: float | None = None
+    schedule: str | None = None
 
     def __post_init__(self):
         if self.block_length is None:
@@ -72,6 +78,8 @@ class SamplerConfig:
         for name, choices in CHOICES.items():
             if getattr(self, name) not in choices:
                 raise ValueError(f"{name}={getattr(self, name)!r} is not one of {choices}.")
+        if self.schedule is not None:
+            get_schedule(self.schedule)  # an unknown name is refused with the list of known ones
         if self.gen_length % self.block_length:
             raise ValueError(f"gen_length={self.gen_length} is not a multiple of block_length={self.block_length}; "
                              f"choose a block_length that divides gen_length (or None for a single block).")
@@ -103,6 +111,9 @@ class SamplerConfig:
                 raise ValueError(f"top_p={self.top_p} must lie in (0, 1].")
         elif self.top_p is not None:
             raise ValueError("top_p applies to sampler='ancestral' only; the remasking sampler uses temperature.")
+        elif self.schedule is not None:
+            raise ValueError("schedule applies to sampler='ancestral' only; the remasking sampler fills an even "
+                             "share of the masks per step whatever the model's schedule.")
 
     @property
     def num_blocks(self) -> int:
@@ -117,6 +128,30 @@ class SamplerConfig:
         if unknown:
             raise TypeError(f"unknown sampler setting(s) {unknown}; valid: {valid}.")
         return cls(**settings) if config is None else replace(config, **settings)
+
+
+def checkpoint_sampler(model_config, config: SamplerConfig | None = None, defaults: dict | None = None,
+                       **settings) -> SamplerConfig:
+    """The SamplerConfig a model samples with. `config` when given; else SamplerConfig's defaults, replaced by the
+    caller's `defaults` (e.g. lm-eval's gen_length 256), then by the checkpoint's (config.json `sampling`). Then
+    `settings` replace fields. k1 and (for the ancestral sampler) schedule left None become the ones the model was
+    trained with; a value given that differs from them is used and logged once. A checkpoint trained
+    autoregressively is refused."""
+    require_diffusion(model_config, "the diffusion sampler")
+    if config is None:
+        saved = getattr(model_config, "sampling", None) or {}
+        try:
+            SamplerConfig.from_kwargs(**saved)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"the checkpoint's sampler defaults (config.json `sampling` = {saved}) are invalid: "
+                             f"{err}") from err
+        config = SamplerConfig.from_kwargs(**{**(defaults or {}), **saved, **settings})
+    else:
+        config = SamplerConfig.from_kwargs(config, **settings)
+    config = replace(config, k1=float(resolve_setting(model_config, "k1", config.k1)))
+    if config.sampler == "ancestral":
+        config = replace(config, schedule=resolve_setting(model_config, "schedule", config.schedule))
+    return config
 
 
 @dataclass
@@ -159,23 +194,26 @@ def generate(
     """Generate `gen_length` tokens after each (left-padded) prompt in `steps` model forwards.
 
     input_ids [B, P] (left-padded when prompts differ in length, with attention_mask [B, P], 1 = real token).
-    The sampler's settings come from `config` (a SamplerConfig) and/or keywords naming its fields (steps=32,
-    gen_length=256, block_length=None, sampler="remask", k1=None, refine_budget="global", temperature=0.0,
-    remasking="low_confidence", top_p=None, cfg_scale=0.0, cache="none", threshold=None); keywords override the
-    config.
+    The sampler's settings come from `config` (a SamplerConfig; default: the model's saved defaults, config.json
+    `sampling`, over SamplerConfig's) and/or keywords naming its fields (steps=32, gen_length=256,
+    block_length=None, sampler="remask", k1=None, refine_budget="global", temperature=0.0,
+    remasking="low_confidence", top_p=None, cfg_scale=0.0, cache="none", threshold=None, schedule=None); keywords
+    override the config (checkpoint_sampler).
     sampler "remask": each step fills the most confident masks of the current block (even split of the block over
     its steps, remainder to the earliest steps); with k1 > 0 it also rewrites committed generated tokens whose
     prediction differs and is at least as probable, most confident first, within the refine_budget rule
     (docs/sampling.md; unlimited at k1 = 1). temperature > 0 draws the candidates with Gumbel noise; remasking
     "random" fills masks in random order; block_length < gen_length is semi-autoregressive.
-    sampler "ancestral": starts from the prior and applies the plug-in posterior over `steps` uniform steps in t,
-    the last to alpha = 1; top_p restricts the model's prediction to its nucleus first.
+    sampler "ancestral": starts from the prior and applies the plug-in posterior over `steps` uniform steps in t
+    under the schedule (from t = 1 to 0, the last to alpha = 1); top_p restricts the model's prediction to its
+    nucleus first.
     cache "prefix" / "dual" (LLaDAModelLM only): a block's first step runs the whole canvas and keeps its keys and
     values; its later steps run only the block and what follows it ("prefix") or the block alone ("dual") against
     them, and refinement then rewrites committed tokens of the current block only. threshold: each step commits
     every mask of the block whose confidence exceeds it (at least ceil(masks left / steps left)), and a block ends
     as soon as it has no mask left.
-    k1 and mask_id default to model.config.k1 and model.config.mask_token_id. cfg_scale > 0 adds classifier-free
+    k1, schedule and mask_id default to model.config.k1, .schedule and .mask_token_id; a model trained with objective
+    "ar" is refused. cfg_scale > 0 adds classifier-free
     guidance (the unconditional copy has its prompt replaced by masks). suppress_tokens are never generated.
     eos_token_id, when given, turns every generated token after the first EOS into EOS (the canvas is fixed-length;
     what follows the end of the text is noise). stop_strings (with the `tokenizer` that decodes the ids) do the same
@@ -184,9 +222,7 @@ def generate(
     Returns sequences [B, P + gen_length], or GenerateOutput(sequences, trajectory) with return_trajectory.
     """
     model_config = getattr(model, "config", None)
-    config = SamplerConfig.from_kwargs(config, **settings)
-    if config.k1 is None:
-        config = replace(config, k1=float(getattr(model_config, "k1", 0.0)))
+    config = checkpoint_sampler(model_config, config, **settings)
     mask_id = getattr(model_config, "mask_token_id", None) if mask_id is None else mask_id
     V = getattr(model_config, "embedding_size", None) or getattr(model_config, "vocab_size", None)
     if stop_strings is not None and eos_token_id is None:
@@ -314,15 +350,16 @@ def _refine_budget(k1, filled, refined, width, first_of_block) -> torch.Tensor:
 
 
 def _ancestral_loop(x, logits_at, P, config, mask_id, V, generator, history):
-    """The ancestral sampler in place on x [B, L]: prior draw, then `steps` posterior steps
-    alpha = i/steps -> (i+1)/steps."""
+    """The ancestral sampler in place on x [B, L]: prior draw, then `steps` posterior steps alpha(t_i) -> alpha(t_i+1)
+    on the uniform grid t_i = 1 - i/steps of the config's schedule (alpha = i/steps for the linear one)."""
     B, steps, gen_length = x.shape[0], config.steps, config.gen_length
     x[:, P:] = prior_sample((B, gen_length), config.k1, mask_id, V, generator=generator, device=x.device)
     if history is not None:
         history[0] = x[:, P:].clone()
-    # alpha_i = i / steps, except that the first step starts just above 0, where reverse_step_probs's domain
-    # (0, 1] begins: at 1e-9 the posterior differs from its alpha -> 0 limit by ~1e-9.
-    alphas = torch.linspace(0, 1, steps + 1, dtype=torch.float64, device=x.device).clamp_(min=1e-9)
+    # The linear schedule's first step starts just above alpha = 0, where reverse_step_probs's domain (0, 1]
+    # begins: at 1e-9 the posterior differs from its alpha -> 0 limit by ~1e-9.
+    t = torch.linspace(1, 0, steps + 1, dtype=torch.float64, device=x.device)  # [steps + 1]
+    alphas = get_schedule(config.schedule).alpha(t).clamp_(min=1e-9)
     for i in range(steps):
         logits = logits_at(P, x.shape[1], refresh=i == 0)  # [B, G, V]; a cache holds the prompt's keys and values
         if config.top_p is not None:
@@ -479,23 +516,31 @@ def _check_args(input_ids, attention_mask, config, mask_id, V, suppress_tokens):
 
 
 def add_sampler_arguments(parser: argparse.ArgumentParser, **defaults) -> None:
-    """One option per SamplerConfig field (--steps, --gen_length, --sampler, ...), typed from its annotation;
-    `defaults` replace the dataclass's defaults. Read them back with sampler_config_from_arguments."""
-    group = parser.add_argument_group("sampler settings", "SamplerConfig's fields (docs/sampling.md)")
+    """One option per SamplerConfig field (--steps, --gen_length, --sampler, ...), typed from its annotation. An
+    option not given takes the checkpoint's default (config.json `sampling`), else `defaults`, else the
+    dataclass's. Read them back with sampler_config_from_arguments."""
+    group = parser.add_argument_group("sampler settings", "SamplerConfig's fields (docs/sampling.md); each defaults "
+                                      "to the checkpoint's, else to the value shown")
+    meaning = {"k1": "the model's config.k1", "block_length": "one block", "top_p": "off", "threshold": "off",
+               "schedule": "the model's config.schedule"}
     for f in fields(SamplerConfig):
         kind = f.type
         if isinstance(kind, types.UnionType):  # `int | None` -> int
             (kind,) = [k for k in kind.__args__ if k is not type(None)]
         default = defaults.get(f.name, f.default)
-        meaning = {"k1": ": the model's config.k1", "block_length": ": one block"}.get(f.name, "")
-        group.add_argument(f"--{f.name}", type=kind, default=default, choices=CHOICES.get(f.name),
-                           help=f"default {default}{meaning if default is None else ''}")
+        shown = meaning[f.name] if default is None else default
+        group.add_argument(f"--{f.name}", type=kind, default=None, choices=CHOICES.get(f.name),
+                           help=f"default: {shown}")
+    parser.set_defaults(sampler_defaults=defaults)
 
 
-def sampler_config_from_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> SamplerConfig:
-    """The SamplerConfig of parsed add_sampler_arguments options; an invalid combination is a usage error."""
+def sampler_config_from_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace,
+                                  model_config=None) -> SamplerConfig:
+    """The SamplerConfig of parsed add_sampler_arguments options over the checkpoint's defaults (checkpoint_sampler);
+    an invalid combination is a usage error."""
+    given = {f.name: getattr(args, f.name) for f in fields(SamplerConfig) if getattr(args, f.name) is not None}
     try:
-        return SamplerConfig(**{f.name: getattr(args, f.name) for f in fields(SamplerConfig)})
+        return checkpoint_sampler(model_config, defaults=args.sampler_defaults, **given)
     except ValueError as err:
         parser.error(str(err))
 
@@ -514,10 +559,10 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> list[str]:
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     add_sampler_arguments(parser)
     args = parser.parse_args(argv)
-    config = sampler_config_from_arguments(parser, args)
     prompts = args.prompt or [""]
 
     model, tokenizer = load_checkpoint(args.model, args.device, getattr(torch, args.dtype))
+    config = sampler_config_from_arguments(parser, args, model.config)
     enc = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left").to(args.device)
     P, limit = enc.input_ids.shape[1], model.config.max_sequence_length
     if P + config.gen_length > limit:

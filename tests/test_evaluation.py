@@ -10,7 +10,7 @@ import pytest
 import torch
 from lm_eval.api.instance import Instance
 
-from llada_xdlm import generate
+from llada_xdlm import LLaDAModelLM, generate
 from llada_xdlm.diffusion import xdlm_loss
 from llada_xdlm.evaluation.likelihood import loglikelihood, nelbo_samples
 from llada_xdlm.evaluation.lm_eval_model import XDLMEvalLM
@@ -236,22 +236,35 @@ def test_loglikelihood_rolling_is_the_sum_of_the_bounds_of_disjoint_windows(chec
     [
         ("pretrained=x,stepz=32", r"unknown model_args \['stepz'\].*valid keys"),
         ("steps=32", "needs pretrained="),
-        ("pretrained=x,steps=30,gen_length=256,block_length=64", "steps=30 cannot be split evenly over 4 blocks"),
-        ("pretrained=x,gen_length=100,block_length=64", "not a multiple of block_length"),
         ("pretrained=x,likelihood=elbo", "likelihood='elbo' is not one of"),
         ("pretrained=x,batch_size=auto", "batch_size='auto' must be a positive integer"),
-        ("pretrained=x,k1=2", r"k1=2 must lie in \[0, 1\]"),
-        ("pretrained=x,refine_budget=step", "refine_budget='step' is not one of"),
         ("pretrained=x,mode=opencompass", "mode='opencompass' is not one of"),
         ("pretrained=./no/such/checkpoint", "looks like a local folder but does not exist"),
         ("pretrained=/tmp/no-such-checkpoint-dir", "looks like a local folder but does not exist"),
-        ("pretrained=x,remasking=greedy", "remasking='greedy'"),
         ("pretrained=x,dtype=fp8", "dtype='fp8'"),
     ],
 )
 def test_bad_model_args_fail_before_loading(model_args, message):
     with pytest.raises(ValueError, match=message):
         XDLMEvalLM.create_from_arg_string(model_args, {"batch_size": 1, "device": None})
+
+
+@pytest.mark.parametrize(
+    "sampler_args,message",
+    [
+        ("steps=30,gen_length=256,block_length=64", "steps=30 cannot be split evenly over 4 blocks"),
+        ("gen_length=100,block_length=64", "not a multiple of block_length"),
+        ("k1=2", r"k1=2 must lie in \[0, 1\]"),
+        ("refine_budget=step", "refine_budget='step' is not one of"),
+        ("remasking=greedy", "remasking='greedy'"),
+    ],
+)
+def test_bad_sampler_model_args_fail_before_the_weights_load(checkpoint, monkeypatch, sampler_args, message):
+    """The sampler settings are checked once the checkpoint's config (its sampler defaults) is read, before the
+    weights: a weight load fails the test."""
+    monkeypatch.setattr(LLaDAModelLM, "from_pretrained", lambda *a, **k: pytest.fail("weights loaded"))
+    with pytest.raises(ValueError, match=message):
+        XDLMEvalLM.create_from_arg_string(f"pretrained={checkpoint},{sampler_args}", {"batch_size": 1, "device": None})
 
 
 def test_model_args_take_precedence_over_harness_settings(checkpoint):

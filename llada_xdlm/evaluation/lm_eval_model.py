@@ -6,6 +6,11 @@ generate_until runs llada_xdlm.generate (few-step remasking sampler with XDLM re
 `mode=paper` decodes as the XDLM authors' OpenCompass harness does (docs/evaluation.md); loglikelihood is the Monte-Carlo ELBO of the continuation with the context never noised (likelihood.py), plus a
 greedy check; loglikelihood_rolling sums that bound over windows of max_length tokens. Under `accelerate launch`
 lm-eval shards the requests over processes and this class supplies rank, world size and the collectives.
+
+Defaults come from the checkpoint: the sampler settings its config.json records (`sampling`), the k1 and schedule
+it was trained with, and the likelihood estimator its objective calls for (LLaDA's "mdlm", except the "xdlm" bound
+for a uniform-noise udlm model, which never saw a mask); model_args override them (a k1 other than the trained one is
+logged).
 """
 
 import atexit
@@ -22,8 +27,9 @@ from lm_eval.api.model import LM
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window, simple_parse_args_string
 from tqdm import tqdm
 
+from llada_xdlm.checkpoint import trained_setting
 from llada_xdlm.evaluation.likelihood import ESTIMATORS, nelbo_samples
-from llada_xdlm.sampling import SamplerConfig, generate, truncate_at_stop
+from llada_xdlm.sampling import SamplerConfig, checkpoint_sampler, generate, truncate_at_stop
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +50,7 @@ class XDLMEvalLM(LM):
         batch_size: int = 1,
         mode: str = "standard",
         mc_num: int = 128,
-        likelihood: str = "mdlm",
+        likelihood: str | None = None,
         max_length: int | None = None,
         stats_path: str | None = None,
         **sampler_settings,
@@ -54,17 +60,26 @@ class XDLMEvalLM(LM):
         (the XDLM authors' harness: prompt tokenized with the tokenizer's special tokens, the whole generated span
         decoded with special tokens skipped (text after an EOS kept), cut at the first stop string, no prompt
         truncation, refine_budget "block" unless given); sampler_settings: any SamplerConfig field (steps,
-        gen_length (default 256), block_length, k1 (default: the checkpoint's config.k1), refine_budget,
-        temperature, remasking, cfg_scale (generation only), ...); mc_num: samples per loglikelihood; likelihood:
-        "mdlm" (LLaDA's estimator, low variance) or "xdlm" (the XDLM bound at k1); max_length: tokens per sequence
+        gen_length, block_length, k1, refine_budget, temperature, remasking, cfg_scale (generation only), ...),
+        each defaulting to the checkpoint's (config.json `sampling`, config.k1), else gen_length 256 and
+        SamplerConfig's; mc_num: samples per loglikelihood; likelihood: "mdlm" (LLaDA's estimator, low variance) or
+        "xdlm" (the XDLM bound at k1); default "mdlm", "xdlm" for a checkpoint trained with objective udlm;
+        max_length: tokens per sequence
         (default: config.max_sequence_length); stats_path: a JSON file to write generation statistics to (prompts,
         generated tokens, model forwards, seconds; one file per process under data parallelism, `.rank<r>` added)."""
         super().__init__()
-        sampler = _validate(pretrained, dtype, batch_size, mode, mc_num, likelihood, max_length, sampler_settings)
+        sampler_defaults = _validate(pretrained, dtype, batch_size, mode, mc_num, likelihood, max_length)
         from accelerate import Accelerator
         from transformers import AutoTokenizer
 
-        from llada_xdlm.modeling import LLaDAModelLM
+        from llada_xdlm.modeling import LLaDAConfig, LLaDAModelLM
+
+        config = LLaDAConfig.from_pretrained(pretrained)  # the checkpoint's defaults, checked before the weights load
+        self.sampler = checkpoint_sampler(config, defaults=sampler_defaults, **sampler_settings)
+        self.estimator = likelihood or _estimator(config)
+        if self.estimator == "mdlm" and self.sampler.k1 == 1:
+            logger.warning("likelihood=mdlm masks tokens, but this model samples with k1=1 (uniform noise only, "
+                           "never a mask): likelihood=xdlm is the bound that matches it.")
 
         accelerator = Accelerator()
         self.accelerator = accelerator if accelerator.num_processes > 1 else None
@@ -80,20 +95,18 @@ class XDLMEvalLM(LM):
                 logger.warning("device=%s but CUDA is not available: running on CPU.", self._device)
                 self._device = torch.device("cpu")
 
-        model = LLaDAModelLM.from_pretrained(pretrained, dtype=DTYPES[dtype])
+        model = LLaDAModelLM.from_pretrained(pretrained, config=config, dtype=DTYPES[dtype])
         if peft is not None:
             from peft import PeftModel
 
             model = PeftModel.from_pretrained(model, peft).merge_and_unload()
         self.model = model.to(self._device).eval()
         self.tokenizer = AutoTokenizer.from_pretrained(pretrained)
-        config = self.model.config
         self.batch_size, self.mode = batch_size, mode
         if mode == "paper" and batch_size > 1:
             logger.warning("mode=paper with batch_size=%d: the authors generate one prompt at a time; in bf16 a "
                            "left-padded row can differ from the same prompt alone (docs/sampling.md).", batch_size)
-        self.sampler = sampler if sampler.k1 is not None else replace(sampler, k1=config.k1)
-        self.mc_num, self.estimator = mc_num, likelihood
+        self.mc_num = mc_num
         self.max_length = config.max_sequence_length if max_length is None else max_length
         if self.max_length <= self.sampler.gen_length:
             raise ValueError(f"max_length={self.max_length} must exceed gen_length={self.sampler.gen_length} to "
@@ -266,10 +279,11 @@ class XDLMEvalLM(LM):
         return float(samples.mean())
 
     def _is_greedy(self, context: list[int], target: list[int]) -> bool:
-        """Does the sampler at temperature 0, filling one token per step, produce exactly `target`?"""
+        """Does the remasking sampler at temperature 0, filling one token per step, produce exactly `target`?"""
         ids = torch.tensor([context], device=self._device)
         greedy = replace(self.sampler, steps=len(target), gen_length=len(target), block_length=len(target),
-                         temperature=0.0, remasking="low_confidence", cfg_scale=0.0)
+                         sampler="remask", temperature=0.0, remasking="low_confidence", top_p=None, cfg_scale=0.0,
+                         threshold=None, schedule=None)
         out = generate(self.model, ids, config=greedy, mask_id=self.mask_id)
         return out[0, len(context):].tolist() == target
 
@@ -302,9 +316,9 @@ class XDLMEvalLM(LM):
         return results
 
 
-def _validate(pretrained, dtype, batch_size, mode, mc_num, likelihood, max_length, sampler_settings) -> SamplerConfig:
-    """Check every model_arg before anything is loaded; the message names the value and the fix. Returns the
-    sampler's settings (gen_length 256 and, in mode "paper", refine_budget "block" unless given)."""
+def _validate(pretrained, dtype, batch_size, mode, mc_num, likelihood, max_length) -> dict:
+    """Check every model_arg before anything is loaded; the message names the value and the fix. Returns this
+    model's sampler defaults, below the checkpoint's (gen_length 256 and, in mode "paper", refine_budget "block")."""
 
     def positive_int(name, value):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -325,10 +339,17 @@ def _validate(pretrained, dtype, batch_size, mode, mc_num, likelihood, max_lengt
         positive_int(name, value)
     if max_length is not None:
         positive_int("max_length", max_length)
-    if likelihood not in ESTIMATORS:
+    if likelihood is not None and likelihood not in ESTIMATORS:
         raise ValueError(f"likelihood={likelihood!r} is not one of {ESTIMATORS}.")
     defaults = {"gen_length": 256, **({"refine_budget": "block"} if mode == "paper" else {})}
-    return SamplerConfig.from_kwargs(**{**defaults, **sampler_settings})
+    return defaults
+
+
+def _estimator(model_config) -> str:
+    """The likelihood estimator a checkpoint's objective calls for: LLaDA's masking one (lowest variance, comparable
+    with published LLaDA numbers) for every model that learned to fill masks, the XDLM bound at k1 = 1 for a uniform-
+    noise model, which never saw a mask."""
+    return "xdlm" if trained_setting(model_config, "objective") == "udlm" else "mdlm"
 
 
 def _looks_local(pretrained: str) -> bool:

@@ -8,8 +8,9 @@ paper compares across MDLM / XDLM / UDLM. Every PPL here is an upper bound on th
 Each corpus is tokenised by the model's tokenizer and packed as the model saw its training data (the training
 packer, llada_xdlm.training.data: every document followed by EOS, concatenated, cut into blocks of `block_size`
 tokens, the remainder dropped). Each block gets `mc_num` diffusion times t (stratified) and one forward each; the
-per-token integrand is llada_xdlm.diffusion.xdlm_loss at the model's k1 (through
-llada_xdlm.evaluation.likelihood.nelbo_samples; the continuous-time bound does not depend on the training schedule).
+per-token integrand is llada_xdlm.diffusion.xdlm_loss at the k1 the model was trained with (its config.json; --k1
+overrides it, logged), through llada_xdlm.evaluation.likelihood.nelbo_samples. The continuous-time bound does not
+depend on the training schedule: it integrates over every alpha in (0, 1], whatever the schedule's time change.
 The noise is drawn from one generator seeded by `--seed`, so a rerun gives the same number.
 """
 
@@ -19,6 +20,7 @@ import math
 
 import torch
 
+from ..checkpoint import require_diffusion, resolve_setting
 from .likelihood import nelbo_samples
 
 # name -> (Hub dataset, config, split, text column). Loaded with `datasets` when the Hub is reachable.
@@ -86,9 +88,10 @@ def text_blocks(texts: list[str], tokenizer, block_size: int, max_blocks: int | 
 def ppl_bound(model, blocks: torch.Tensor, *, mc_num: int = 16, seed: int = 0, k1: float | None = None,
               batch_size: int = 32) -> dict:
     """NELBO per token (nats) and PPL bound exp(NELBO) of `blocks` [N, L], every token scored, mc_num diffusion
-    times per block, noise from a generator seeded with `seed`."""
+    times per block, noise from a generator seeded with `seed`; k1 None: the one the model was trained with."""
+    require_diffusion(model.config, "the diffusion perplexity bound")
     device = next(model.parameters()).device
-    k1 = float(model.config.k1 if k1 is None else k1)
+    k1 = float(resolve_setting(model.config, "k1", k1))
     generator = torch.Generator(device=device).manual_seed(seed)
     blocks = blocks.to(device)
     targets = torch.ones_like(blocks, dtype=torch.bool)
@@ -114,7 +117,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict:
     parser.add_argument("--block_size", type=int, default=None, help="default: the model's max_sequence_length")
     parser.add_argument("--max_blocks", type=int, default=None, help="evaluate at most this many blocks per corpus")
     parser.add_argument("--mc_num", type=int, default=16, help="diffusion times t sampled per block")
-    parser.add_argument("--k1", type=float, default=None, help="default: the checkpoint's config.k1")
+    parser.add_argument("--k1", type=float, default=None, help="default: the k1 the checkpoint was trained with")
     cli.add_run_options(parser, batch_size=32)
     args = parser.parse_args(argv)
 

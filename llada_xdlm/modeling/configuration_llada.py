@@ -5,10 +5,19 @@ Reads the official `config.json` of GSAI-ML/LLaDA-8B-Base unchanged: every OLMo-
 config with missing keys never silently builds some other model. Standard Hugging Face names (hidden_size,
 num_attention_heads, ...) are aliases of the official ones.
 
+How the model was trained is recorded too (objective, k1, schedule, eps, antithetic; written by `xdlm train`), with
+the sampler settings it is sampled with by default (`sampling`, SamplerConfig's fields); sampling and evaluation
+read them as their defaults. A config without these keys (LLaDA-8B-Base's) describes LLaDA's own pretraining:
+masked diffusion (k1 0), alpha = 1 - t with t ~ U(1e-3, 1), no antithetic draws; objective None (not recorded)
+reads as "mdlm" at k1 0, "udlm" at k1 1 and "xdlm" otherwise (llada_xdlm.checkpoint.trained_setting).
+
 This file imports only transformers: it is shipped to the Hub as remote code next to modeling_llada.py.
 """
 
 from transformers import PreTrainedConfig
+
+OBJECTIVES = ("xdlm", "mdlm", "udlm", "ar")
+SCHEDULES = ("linear", "loglinear")
 
 # Keys of the official config.json that this implementation does not read, with LLaDA-8B's values. They are written
 # into every saved config, so the official modeling code loading a checkpoint built here sees LLaDA-8B's values and
@@ -76,7 +85,14 @@ class LLaDAConfig(PreTrainedConfig):
         bos_token_id: int | None = 126080,
         eos_token_id: int | None = 126081,
         pad_token_id: int | None = 126081,
+        # ---- how the model was trained, and its sampler defaults (docs/training.md, "What a checkpoint records")
+        objective: str | None = None,  # None: not recorded (LLaDA-8B-Base, a fresh model), read from k1
         k1: float = 0.0,
+        schedule: str = "linear",
+        eps: float = 1e-3,
+        antithetic: bool = False,
+        sampling: dict | None = None,  # SamplerConfig fields, e.g. {"steps": 32, "gen_length": 64}
+        # ----
         use_cache: bool = False,
         **kwargs,
     ):
@@ -99,8 +115,25 @@ class LLaDAConfig(PreTrainedConfig):
                 f"embedding_size={embedding_size} is smaller than vocab_size={vocab_size}; the embedding must have "
                 f"a row for every token id (set embedding_size >= vocab_size)."
             )
+        # ---- how the model was trained, and its sampler defaults
         if not 0.0 <= k1 <= 1.0:
             raise ValueError(f"k1={k1} must lie in [0, 1] (0 = MDLM masking, 1 = uniform noise).")
+        if objective is not None and objective not in OBJECTIVES:
+            raise ValueError(f"objective={objective!r} is not one of {OBJECTIVES}.")
+        fixed_k1 = {"mdlm": 0.0, "udlm": 1.0}.get(objective)
+        if fixed_k1 is not None and k1 != fixed_k1:
+            raise ValueError(f"objective={objective!r} trains with k1={fixed_k1}, but k1={k1}; set k1={fixed_k1} or "
+                             f"objective='xdlm'.")
+        if schedule not in SCHEDULES:
+            raise ValueError(f"schedule={schedule!r} is not one of {SCHEDULES}.")
+        if not 0.0 <= eps < 1.0:
+            raise ValueError(f"eps={eps} must lie in [0, 1) (training draws t from [eps, 1)).")
+        if not isinstance(antithetic, bool):
+            raise ValueError(f"antithetic={antithetic!r} must be true or false.")
+        if sampling is not None and not isinstance(sampling, dict):
+            raise ValueError(f"sampling={sampling!r} must be a mapping of sampler settings, e.g. "
+                             f"{{'steps': 32, 'gen_length': 64}}.")
+        # ----
         # Options of the OLMo code base that LLaDA-8B does not use; refuse rather than build a different model.
         unsupported = {
             "activation_type": (activation_type, "silu"),
@@ -143,7 +176,12 @@ class LLaDAConfig(PreTrainedConfig):
         self.scale_logits = scale_logits
         self.input_emb_norm = input_emb_norm
         self.mask_token_id = mask_token_id
+        self.objective = objective  # how the model was trained ...
         self.k1 = k1
+        self.schedule = schedule
+        self.eps = eps
+        self.antithetic = antithetic
+        self.sampling = dict(sampling or {})  # ... and sampled by default
         self.use_cache = use_cache
         super().__init__(
             bos_token_id=bos_token_id,

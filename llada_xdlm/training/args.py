@@ -272,7 +272,8 @@ class DataArguments:
 
 @dataclass
 class DiffusionArguments:
-    """The training objective (docs/training.md, "The objective") and the end-of-run sample printout."""
+    """The training objective (docs/training.md, "The objective"), saved in the model's config, and the sampler
+    defaults saved with it (also used for the end-of-run sample printout)."""
 
     objective: Literal["xdlm", "mdlm", "udlm", "ar"] = field(
         default="xdlm", metadata={"help": "xdlm (mixed noise), mdlm (k1=0), udlm (k1=1), ar (causal next token)."}
@@ -290,8 +291,10 @@ class DiffusionArguments:
     sample_prompts: list[str] | None = field(
         default=None, metadata={"help": "Prompts to sample from after training (printed)."}
     )
-    sample_kwargs: dict | str | None = field(
-        default=None, metadata={"help": "Keyword arguments of llada_xdlm.generate (default steps 32, gen_length 64)."}
+    sampling: dict | str | None = field(
+        default=None,
+        metadata={"help": "The model's sampler defaults, SamplerConfig fields, e.g. {steps: 32, gen_length: 64}; "
+                          "saved in config.json (default: those of the model trained from, else SamplerConfig's)."},
     )
 
     def __post_init__(self):
@@ -303,9 +306,21 @@ class DiffusionArguments:
             self.k1 = fixed
         elif self.k1 is None:
             self.k1 = 0.1
-        if isinstance(self.sample_kwargs, str):
-            self.sample_kwargs = yaml.safe_load(self.sample_kwargs)
-        self.sample_kwargs = {"steps": 32, "gen_length": 64, **(self.sample_kwargs or {})}
+        if isinstance(self.sampling, str):
+            self.sampling = yaml.safe_load(self.sampling)
+        if self.sampling is not None:
+            from ..sampling import SamplerConfig
+
+            if not isinstance(self.sampling, dict):
+                raise ValueError(f"sampling={self.sampling!r} must be a mapping of SamplerConfig fields, e.g. "
+                                 f"{{steps: 32, gen_length: 64}}.")
+            try:
+                SamplerConfig.from_kwargs(**self.sampling)
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"sampling: {err}") from err
+            if self.objective == "ar":
+                raise ValueError("sampling sets the diffusion sampler's defaults, but objective='ar' trains a causal "
+                                 "model: remove sampling.")
 
 
 # transformers types resume_from_checkpoint as a path; a recipe may also say true (the newest complete checkpoint).

@@ -20,7 +20,7 @@ from .args import DataArguments, DiffusionArguments, ModelArguments, read_recipe
 from .checkpoints import check_output_dir, resolve_resume
 from .data import XDLMCollator, build_dataset, corpus_texts, load_splits
 from .pretokenize import load_pretokenized
-from .trainer import XDLMTrainer
+from .trainer import XDLMTrainer, unwrap
 
 logger = logging.getLogger("llada_xdlm.train")
 
@@ -126,21 +126,53 @@ def add_lora(model, model_args: ModelArguments):
     return model
 
 
-def print_samples(model, tokenizer, diffusion_args: DiffusionArguments, main: bool) -> None:
-    """Decode samples after each prompt (every rank runs the forwards: ZeRO-3 needs them all)."""
-    from ..sampling import generate
+def record_training(config: LLaDAConfig, diffusion_args: DiffusionArguments) -> None:
+    """Write how the model is trained into its config, saved with every checkpoint: sampling and evaluation read
+    objective, k1 and schedule as their defaults. The recipe's `sampling` replaces the sampler defaults of the model
+    trained from; without it they are kept."""
+    config.objective = diffusion_args.objective
+    if diffusion_args.objective == "ar":
+        return
+    config.k1 = diffusion_args.k1
+    config.schedule = diffusion_args.schedule
+    config.eps = diffusion_args.eps
+    config.antithetic = diffusion_args.antithetic
+    if diffusion_args.sampling is not None:
+        config.sampling = dict(diffusion_args.sampling)
+
+
+def check_sample_prompts(tokenizer, diffusion_args: DiffusionArguments, config: LLaDAConfig) -> None:
+    """Before training: each end-of-run sample prompt plus the model's sampler gen_length fits max_sequence_length."""
+    from ..sampling import checkpoint_sampler
+
+    if not diffusion_args.sample_prompts or diffusion_args.objective == "ar":
+        return
+    gen_length = checkpoint_sampler(config).gen_length
+    longest = max(len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in diffusion_args.sample_prompts)
+    if longest + gen_length > config.max_sequence_length:
+        raise ValueError(
+            f"sample_prompts: a {longest}-token prompt plus the sampler's gen_length={gen_length} exceeds the model's "
+            f"max_sequence_length={config.max_sequence_length}: set a shorter gen_length in the recipe's sampling "
+            f"(e.g. sampling: {{gen_length: {config.max_sequence_length // 2}}})."
+        )
+
+
+def print_samples(model, tokenizer, prompts: list[str], main: bool) -> None:
+    """Decode a sample after each prompt with the model's sampler defaults (every rank runs the forwards: ZeRO-3
+    needs them all)."""
+    from ..sampling import checkpoint_sampler, generate
 
     model.eval()
     device = next(model.parameters()).device
-    kwargs = diffusion_args.sample_kwargs
-    for prompt in diffusion_args.sample_prompts:
+    config = checkpoint_sampler(unwrap(model).config)
+    for prompt in prompts:
         ids = torch.tensor([tokenizer(prompt, add_special_tokens=False)["input_ids"]], device=device)
         with torch.no_grad():
-            out = generate(model, ids, eos_token_id=tokenizer.eos_token_id,
-                           generator=torch.Generator(device=device).manual_seed(0), **kwargs)
+            out = generate(model, ids, config=config, eos_token_id=tokenizer.eos_token_id,
+                           generator=torch.Generator(device=device).manual_seed(0))
         if main:
             text = tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
-            print(f"[{kwargs['steps']}-step sample] {prompt}|{text}", flush=True)
+            print(f"[{config.steps}-step sample] {prompt}|{text}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -169,8 +201,8 @@ def main(argv: list[str] | None = None) -> dict:
     mask_id = resolve_mask_id(model.config, tokenizer)
     check_compatible(model.config, tokenizer, data_args, mask_id)
 
-    if diffusion_args.objective != "ar":
-        model.config.k1 = diffusion_args.k1  # saved with every checkpoint: the sampler's / evaluator's default
+    record_training(model.config, diffusion_args)
+    check_sample_prompts(tokenizer, diffusion_args, model.config)
     model.config.use_cache = False
     if model_args.use_lora:
         model = add_lora(model, model_args)
@@ -193,7 +225,7 @@ def main(argv: list[str] | None = None) -> dict:
     metrics = {"train_loss": result.training_loss}
     if eval_dataset is not None:
         metrics["nelbo_before"] = next(log["eval_nelbo"] for log in trainer.state.log_history if "eval_nelbo" in log)
-    trainer.save_model()  # model (or LoRA adapter) + tokenizer + config with k1 + recipe.yaml
+    trainer.save_model()  # model (or LoRA adapter) + tokenizer + config recording the training settings + recipe.yaml
     trainer.save_state()
     if eval_dataset is not None:
         metrics["nelbo_after"] = trainer.evaluate()["eval_nelbo"]
@@ -202,7 +234,7 @@ def main(argv: list[str] | None = None) -> dict:
             extra = f"  (PPL bound {math.exp(value):.1f})" if key.startswith("nelbo") else ""
             print(f"{key}: {value:.4f}{extra}", flush=True)
     if diffusion_args.sample_prompts and diffusion_args.objective != "ar":
-        print_samples(trainer.model, tokenizer, diffusion_args, trainer.is_world_process_zero())
+        print_samples(trainer.model, tokenizer, diffusion_args.sample_prompts, trainer.is_world_process_zero())
     if trainer.is_world_process_zero():
         from ..cli import next_steps
 
