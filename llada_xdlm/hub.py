@@ -46,6 +46,7 @@ class CardFacts:
     data: str | None = None
     steps: int | None = None
     tokens: int | None = None
+    sampling: dict | None = None  # the sampler defaults config.json stores
 
 
 def recorded_facts(model_path: str | Path) -> CardFacts:
@@ -66,13 +67,10 @@ def recorded_facts(model_path: str | Path) -> CardFacts:
         elif recipe.get("pretokenized_dir"):
             facts.data = f"pre-tokenised blocks in {recipe['pretokenized_dir']}"
     for key in ("objective", "k1", "schedule"):
-        value = config.get(key, recipe.get(key))
-        if value is not None:
-            setattr(facts, key, value)
+        setattr(facts, key, config[key] if config.get(key) is not None else recipe.get(key))
     if facts.objective in ("mdlm", "udlm") and facts.k1 is None:
         facts.k1 = 0.0 if facts.objective == "mdlm" else 1.0
-    if recipe and facts.objective is None:
-        facts.objective = "xdlm"  # the recipe default
+    facts.sampling = config.get("sampling") or None
     facts.steps = state.get("global_step") or None
     facts.tokens = state.get("num_input_tokens_seen") or None
     return facts
@@ -96,7 +94,7 @@ def merge_facts(recorded: CardFacts, flags: CardFacts) -> CardFacts:
 
 
 FLAG_NAMES = {"base_model": "base_model", "objective": "objective", "k1": "k1", "schedule": "schedule",
-              "data": "dataset", "steps": "train_steps", "tokens": "train_tokens"}
+              "data": "dataset", "steps": "train_steps", "tokens": "train_tokens", "sampling": "sampling"}
 
 
 def model_card(repo_id: str, facts: CardFacts, k1: float) -> str:
@@ -112,6 +110,7 @@ def model_card(repo_id: str, facts: CardFacts, k1: float) -> str:
     training = unknown
     if facts.steps:
         training = f"{facts.steps} optimizer steps" + (f", {facts.tokens:,} tokens" if facts.tokens else "")
+    sampler = ", ".join(f"{k} {v}" for k, v in facts.sampling.items()) if facts.sampling else "the sampler's own"
     header = ["library_name: transformers", "tags: [llada, diffusion-language-model, xdlm, llada-xdlm]"]
     if facts.base_model and not Path(facts.base_model).exists():
         header.insert(1, f"base_model: {facts.base_model}")
@@ -128,6 +127,7 @@ def model_card(repo_id: str, facts: CardFacts, k1: float) -> str:
 - Noise schedule: {facts.schedule or unknown}
 - Data: {facts.data or unknown}
 - Training: {training}
+- Sampler defaults (config.json `sampling`, read by `generate` and the lm-eval model): {sampler}
 
 ## Load
 

@@ -72,12 +72,13 @@ CORPUS = Path(__file__).resolve().parents[1] / "data" / "stdlib_docs"
 
 @pytest.fixture(scope="module")
 def scratch_run(tmp_path_factory):
-    """A model trained from scratch by the real entry point: xdlm, k1 0.3, log-linear schedule, 3 steps."""
+    """A model trained from scratch by the real entry point: xdlm, k1 0.3, log-linear schedule, 3 steps, sampler
+    defaults 8 steps x 16 tokens."""
     tmp = tmp_path_factory.mktemp("scratch")
     recipe = dict(
         model_config=dict(d_model=32, n_layers=1, n_heads=2, mlp_hidden_size=64, max_sequence_length=32),
         tokenizer_vocab_size=300, data_files=[str(CORPUS / "train.jsonl")], block_size=32, objective="xdlm",
-        k1=0.3, schedule="loglinear", use_cpu=True, max_steps=3, per_device_train_batch_size=2, save_strategy="no",
+        k1=0.3, schedule="loglinear", sampling=dict(steps=8, gen_length=16), use_cpu=True, max_steps=3, per_device_train_batch_size=2, save_strategy="no",
         report_to="none", disable_tqdm=True, output_dir=str(tmp / "run"),
     )
     (tmp / "recipe.yaml").write_text(yaml.safe_dump(recipe))
@@ -92,7 +93,8 @@ def test_model_card_states_what_the_checkpoint_records(scratch_run, tmp_path, mo
     card = (tmp_path / "staged" / "README.md").read_text()
     assert "trained from scratch" in card and "base_model:" not in card
     assert "Objective: XDLM" in card and "k1 = 0.3" in card and "Noise schedule: loglinear" in card
-    assert "Data: train.jsonl (local files)" in card
+    assert "Data: train.jsonl (local files)" in card and "Sampler defaults (config.json `sampling`" in card
+    assert "steps 8, gen_length 16" in card
     assert f"Training: 3 optimizer steps, {3 * 2 * 32} tokens" in card  # steps x batch x block_size
     assert "GSAI-ML" not in card and "fineweb" not in card and "MDLM (" not in card
     assert json.loads((tmp_path / "staged" / "config.json").read_text())["k1"] == 0.3
@@ -109,8 +111,12 @@ def test_a_flag_that_contradicts_the_checkpoint_is_refused(scratch_run, tmp_path
 
 
 def test_flags_fill_in_what_a_folder_without_records_lacks(tiny_model, tiny_tokenizer, tmp_path):
-    tiny_model.save_pretrained(tmp_path / "ckpt")  # saved by other software: no recipe, no trainer state
-    tiny_tokenizer.save_pretrained(tmp_path / "ckpt")
+    tiny_model.save_pretrained(tmp_path / "ckpt")  # as LLaDA-8B-Base's folder: no recipe, no trainer state, and a
+    tiny_tokenizer.save_pretrained(tmp_path / "ckpt")  # config.json without the training settings
+    config = json.loads((tmp_path / "ckpt" / "config.json").read_text())
+    for key in ("objective", "k1", "schedule", "eps", "antithetic", "sampling"):
+        config.pop(key, None)
+    (tmp_path / "ckpt" / "config.json").write_text(json.dumps(config))
     stage_for_hub(str(tmp_path / "ckpt"), tmp_path / "staged", "me/other",
                   CardFacts(base_model="GSAI-ML/LLaDA-8B-Base", objective="mdlm", data="my corpus", steps=50))
     card = (tmp_path / "staged" / "README.md").read_text()
