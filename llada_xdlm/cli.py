@@ -93,25 +93,31 @@ def write_json(path: str | None, results) -> None:
 
 
 def next_steps(output_dir: str, max_sequence_length: int, prompts: list[str] | None = None,
-               eval_files: list[str] | None = None) -> str:
+               eval_files: list[str] | None = None, sampling: dict | None = None) -> str:
     """What a finished training run prints: where the model is and three commands to run next (sample, evaluate,
-    push), written to work on that model: the sample fits max_sequence_length, and with local text validation files
-    the evaluation is the PPL bound on them (offline), else GSM8K through lm-eval."""
+    push), written to work on that model: with the sampler defaults the run saved (`sampling` with a gen_length,
+    checked against the model's length before training) the commands need no sampler flags, else the sample fits
+    max_sequence_length. With local text validation files the evaluation is the PPL bound on them (offline), else
+    GSM8K through lm-eval."""
     from .evaluation.perplexity import LOCAL_SUFFIXES
 
     model = shlex.quote(output_dir)
     prompt = shlex.quote((prompts or ["The"])[0])
-    gen_length = min(256, max_sequence_length // 2)
-    steps = min(32, gen_length)
+    if sampling and "gen_length" in sampling:
+        sample_flags, model_args = "", f"pretrained={output_dir}"
+    else:
+        gen_length = min(256, max_sequence_length // 2)
+        steps = min(32, gen_length)
+        sample_flags = f" --steps {steps} --gen_length {gen_length}"
+        model_args = f"pretrained={output_dir},steps={steps},gen_length={gen_length}"
     if eval_files and all(f.endswith(LOCAL_SUFFIXES) for f in eval_files):
         evaluate = f"xdlm ppl --model {model} --datasets {' '.join(map(shlex.quote, eval_files))}"
     else:
-        model_args = shlex.quote(f"pretrained={output_dir},steps={steps},gen_length={gen_length}")
-        evaluate = f"xdlm eval --model xdlm --model_args {model_args} --tasks gsm8k"
+        evaluate = f"xdlm eval --model xdlm --model_args {shlex.quote(model_args)} --tasks gsm8k"
     name = os.path.basename(os.path.normpath(output_dir))
     return "\n".join([
         f"Saved the model and its tokenizer to {output_dir}. Next:",
-        f"  xdlm sample --model {model} --prompt {prompt} --steps {steps} --gen_length {gen_length}",
+        f"  xdlm sample --model {model} --prompt {prompt}{sample_flags}",
         f"  {evaluate}",
         f"  xdlm push --model {model} --repo YOUR_HF_NAME/{name}",
     ])

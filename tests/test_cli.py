@@ -130,6 +130,11 @@ def test_next_steps_name_the_folder_and_three_commands():
         " --tasks gsm8k\n"
         "  xdlm push --model outputs/llada-8b-xdlm-cpt/ --repo YOUR_HF_NAME/llada-8b-xdlm-cpt"
     )
+    # A run that saved its sampler defaults: the commands use them, no sampler flags.
+    assert cli.next_steps("outputs/q", 128, None, None, {"steps": 8, "gen_length": 16}).splitlines()[1:3] == [
+        "  xdlm sample --model outputs/q --prompt The",
+        "  xdlm eval --model xdlm --model_args pretrained=outputs/q --tasks gsm8k",
+    ]
 
 
 def test_next_steps_commands_run_on_the_model_they_name(checkpoint, corpus_texts, tmp_path, capsys):

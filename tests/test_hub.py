@@ -94,7 +94,7 @@ def test_model_card_states_what_the_checkpoint_records(scratch_run, tmp_path, mo
     assert "trained from scratch" in card and "base_model:" not in card
     assert "Objective: XDLM" in card and "k1 = 0.3" in card and "Noise schedule: loglinear" in card
     assert "Data: train.jsonl (local files)" in card and "Sampler defaults (config.json `sampling`" in card
-    assert "steps 8, gen_length 16" in card
+    assert "gen_length 16, steps 8" in card
     assert f"Training: 3 optimizer steps, {3 * 2 * 32} tokens" in card  # steps x batch x block_size
     assert "GSAI-ML" not in card and "fineweb" not in card and "MDLM (" not in card
     assert json.loads((tmp_path / "staged" / "config.json").read_text())["k1"] == 0.3

@@ -239,7 +239,7 @@ def main(argv: list[str] | None = None) -> dict:
         from ..cli import next_steps
 
         print(next_steps(training_args.output_dir, model.config.max_sequence_length, diffusion_args.sample_prompts,
-                         data_args.eval_data_files), flush=True)
+                         data_args.eval_data_files, model.config.sampling), flush=True)
     if torch.distributed.is_initialized():
         # Tear the process group down while every rank is alive: left to interpreter exit, gloo's threads can
         # abort a rank ("terminate called without an active exception") after a run that succeeded, one process too.
