@@ -10,12 +10,12 @@ Run it from the repository root (the corpus is data/stdlib_docs; --corpus names 
 
 Text: the corpus is modelled one character per token (printable ASCII, `ascii_normalize` and `build_char_tokenizer`,
 saved once in the work dir and shared by every model and the evaluator), the setting of text8 with case and
-punctuation kept: there a model this small learns to use context within minutes. Every model goes through the real entry point
-(llada_xdlm.training.train.main) with the same tokenizer, data, optimiser and number of steps; only the objective
-and the seed differ (the seed sets the initial weights and the order of the training batches). The Gen-PPL
-evaluator is a causal model (objective `ar`) trained by this script on the same text, evaluated on the validation
-split every few steps and kept at its best validation loss. Results, settings and the paper's claims go to
-<doc_dir>/small_scale.md with three plots (doc_dir: docs/, or the work dir with --smoke).
+punctuation kept: there a model this small learns to use context within minutes. Every model goes through the real
+entry point (llada_xdlm.training.train.main) with the same tokenizer, data, optimiser and number of steps; only the
+objective and the seed differ (the seed sets the initial weights and the order of the training batches). The
+Gen-PPL evaluator is a causal model (objective `ar`) trained by this script on the same text, evaluated on the
+validation split every few steps and kept at its best validation loss (`load_best_model_at_end`). Results, settings
+and the paper's claims go to <doc_dir>/small_scale.md with three plots (doc_dir: docs/, or the work dir with --smoke).
 """
 
 import argparse
@@ -38,8 +38,8 @@ CORPUS = os.path.join("data", "stdlib_docs")
 K1S = [0.0, 0.03, 0.1, 0.3, 0.5, 1.0]
 SAMPLERS = ("ancestral", "remask")
 PAPER = {
-    "likelihood": "XDLM's zero-shot PPL is within reach of MDLM's and far ahead of UDLM's; XDLM beats UDLM by 5.4 "
-                  "points on zero-shot text perplexity benchmarks (small models, LM1B / OWT).",
+    "likelihood": "XDLM's likelihood is within reach of MDLM's and far ahead of UDLM's (small models, LM1B / OWT).",
+    "zero-shot PPL": "XDLM beats UDLM by 5.4 points on average over zero-shot text perplexity benchmarks.",
     "sweet spot": "k1 = 0.1 is the sweet spot between likelihood (MDLM-like) and few-step generation (UDLM-like).",
     "few-step generation": "XDLM generates better text than MDLM in few steps (lower Gen-PPL).",
     "images": "few-step image generation: FID 54.1 (XDLM) vs 80.8 (MDLM).",
@@ -448,7 +448,8 @@ def markdown(results: dict, pngs: dict[str, str]) -> str:
         "",
         f"PPL bound: exp(NELBO per character) on {text['tokens']} validation characters (blocks of {s['block']}), "
         f"{s['mc_num']} diffusion times per block, noise seed 0 (`xdlm ppl`). Context gate: MDLM's bound is "
-        f"{text['gate']:.0%} below the unigram baseline (required: at least 30%).",
+        f"{abs(text['gate']):.0%} {'below' if text['gate'] >= 0 else 'above'} the unigram baseline (required: at "
+        "least 30% below).",
         "",
     ]
     for sampler in SAMPLERS:
@@ -517,25 +518,99 @@ def markdown(results: dict, pngs: dict[str, str]) -> str:
         lines.append(f"- Digits models: d_model {d['model']['d_model']}, {d['model']['n_layers']} layers, "
                      f"{d['steps']} steps, batch {d['batch']} images (65 tokens: 64 pixels + EOS), lr {d['lr']}.")
     timing = ", ".join(f"{r['name']} k1={r['k1']:g} {r['train_seconds']['mean']:.0f}" for r in summary.values())
+    how = "worker processes, one thread each" if s["jobs"] > 1 else "in-process"
     lines += [
-        f"- {s['jobs']} model(s) trained and evaluated at a time ({'worker processes, one thread each' if s['jobs'] > 1 else 'in-process'}); mean training seconds per text model: {timing}; evaluator "
-        f"{ev['train_seconds']:.0f}"
+        f"- {s['jobs']} model(s) trained and evaluated at a time ({how}); mean training seconds per text model: "
+        f"{timing}; evaluator {ev['train_seconds']:.0f}"
         + (", digits " + ", ".join(f"k1={r['k1']:g} {r['train_seconds']['mean']:.0f}"
                                   for r in results["digits"]["summary"].values()) if results.get("digits") else "")
         + f". Phases: {', '.join(f'{k} {v:.1f} min' for k, v in s['phase_minutes'].items())}.",
-        "- Recipes written by the script: `<work_dir>/recipes/*.yaml`; raw per-seed numbers: `<work_dir>/results.json`.",
+        "- Recipes written by the script: `<work_dir>/recipes/*.yaml`; raw per-seed numbers: "
+        "`<work_dir>/results.json`.",
         "",
         "## The paper's claims, beside ours",
         "",
     ]
-    lines += [f"- Paper ({key}): {claim}" for key, claim in PAPER.items()]
-    lines += ["", "## Reading", "", *results["reading"], ""]
+    lines += ["| claim | paper | this run | verdict |", "|---|---|---|---|"]
+    lines += [f"| {v['claim']} | {v['paper']} | {v['ours']} | **{v['verdict']}** |" for v in results["verdicts"]]
+    lines += ["", "A difference counts only when the means are further apart than the sum of the seed standard "
+              f"deviations; our scale (character-level English, {results['text']['params'] / 1e6:.2f} M parameters, "
+              "minutes of CPU) says nothing about the size of the paper's differences, only about their direction.",
+              "", "## Reading", "", *results["reading"], ""]
     return "\n".join(lines)
 
 
 def _separated(a: dict, b: dict) -> bool:
     """Whether two seed statistics differ by more than the sum of their standard deviations."""
     return abs(a["mean"] - b["mean"]) > a["std"] + b["std"]
+
+
+def _compare(better: list[bool | None]) -> str:
+    """Verdict from per-setting outcomes: True = XDLM clearly better, False = clearly worse, None = within noise."""
+    wins, losses = better.count(True), better.count(False)
+    if wins > len(better) / 2 and losses == 0:
+        return "supports"
+    if losses > len(better) / 2 and wins == 0:
+        return "contradicts"
+    return "cannot decide"
+
+
+def _outcome(x: dict, y: dict) -> bool | None:
+    """True when statistic x is clearly lower (better) than y, False when clearly higher, None within seed noise."""
+    return (x["mean"] < y["mean"]) if _separated(x, y) else None
+
+
+def verdicts(results: dict) -> list[dict]:
+    """The paper's claims against this run: [{claim, paper, ours, verdict}], verdict one of supports / contradicts /
+    cannot decide. A difference counts only when the means are further apart than the sum of the seed stds."""
+    summary = {float(k): r for k, r in results["text"]["summary"].items()}
+    if not {0.0, 0.1, 1.0} <= summary.keys():
+        return []
+    m, x, u = (summary[k]["ppl_bound"] for k in (0.0, 0.1, 1.0))
+    out = []
+    closer_to_mdlm = x["mean"] - m["mean"] < u["mean"] - x["mean"]
+    ahead = _outcome(x, u)
+    out.append(dict(claim="likelihood", paper=PAPER["likelihood"],
+                    ours=f"PPL bound MDLM {fmt(m)}, XDLM k1=0.1 {fmt(x)}, UDLM {fmt(u)}: XDLM is "
+                         f"{x['mean'] - m['mean']:+.2f} from MDLM and {x['mean'] - u['mean']:+.2f} from UDLM.",
+                    verdict="supports" if ahead and closer_to_mdlm else
+                    "contradicts" if ahead is False or (ahead and not closer_to_mdlm) else "cannot decide"))
+    out.append(dict(claim="zero-shot PPL", paper=PAPER["zero-shot PPL"],
+                    ours=f"PPL bound UDLM - XDLM k1=0.1 = {u['mean'] - x['mean']:+.2f} (validation characters; the "
+                         "size is not comparable with the paper's word-level points, only the sign).",
+                    verdict={True: "supports", False: "contradicts", None: "cannot decide"}[ahead]))
+    few = [n for n in results["settings"]["gen_steps"] if n <= 16]
+    settings = [(sampler, n) for sampler in SAMPLERS for n in few]
+    dominated = []
+    for sampler, n in settings:
+        point = (x, summary[0.1]["gen"][sampler][str(n)]["gen_ppl"])
+        dominated.append(any(_outcome(r["ppl_bound"], point[0]) and _outcome(r["gen"][sampler][str(n)]["gen_ppl"],
+                                                                             point[1])
+                             for k, r in summary.items() if k != 0.1))
+    out.append(dict(claim="sweet spot", paper=PAPER["sweet spot"],
+                    ours=f"k1 = 0.1 is clearly beaten in both PPL bound and Gen-PPL by another k1 in "
+                         f"{sum(dominated)} of {len(settings)} few-step settings ({', '.join(map(str, few))} steps, "
+                         "both samplers); the sweep's best bound is at k1 = "
+                         f"{min(summary, key=lambda k: summary[k]['ppl_bound']['mean']):g}.",
+                    verdict="contradicts" if sum(dominated) > len(settings) / 2 else
+                    "cannot decide" if any(dominated) else "supports"))
+    gen = [_outcome(summary[0.1]["gen"][s][str(n)]["gen_ppl"], summary[0.0]["gen"][s][str(n)]["gen_ppl"])
+           for s, n in settings]
+    cells = "; ".join(f"{s} {n}: {summary[0.1]['gen'][s][str(n)]['gen_ppl']['mean']:.1f} vs "
+                      f"{summary[0.0]['gen'][s][str(n)]['gen_ppl']['mean']:.1f}" for s, n in settings)
+    out.append(dict(claim="few-step generation", paper=PAPER["few-step generation"],
+                    ours=f"Gen-PPL XDLM k1=0.1 vs MDLM ({cells}): XDLM clearly better in {gen.count(True)}, clearly "
+                         f"worse in {gen.count(False)} of {len(gen)}.", verdict=_compare(gen)))
+    if results.get("digits"):
+        digits = {float(k): r for k, r in results["digits"]["summary"].items()}
+        if {0.0, 0.1} <= digits.keys():
+            steps = results["settings"]["fid_steps"]
+            fid = [_outcome(digits[0.1]["fid"][str(n)], digits[0.0]["fid"][str(n)]) for n in steps]
+            cells = "; ".join(f"{n} steps {fmt(digits[0.1]['fid'][str(n)], 1)} vs {fmt(digits[0.0]['fid'][str(n)], 1)}"
+                              for n in steps)
+            out.append(dict(claim="images", paper=PAPER["images"],
+                            ours=f"digits FID XDLM k1=0.1 vs MDLM: {cells}.", verdict=_compare(fid)))
+    return out
 
 
 def reading(results: dict) -> list[str]:
@@ -546,8 +621,8 @@ def reading(results: dict) -> list[str]:
     out = ["- (no MDLM run: the context gate is not measured)"]
     if 0.0 in summary:
         gate = results["text"]["gate"]
-        out = [f"- Context gate: MDLM's PPL bound is {gate:.0%} below the unigram baseline "
-               f"({summary[0.0]['ppl_bound']['mean']:.2f} vs {results['text']['unigram_ppl']:.2f}): "
+        out = [f"- Context gate: MDLM's PPL bound is {abs(gate):.0%} {'below' if gate >= 0 else 'above'} the unigram "
+               f"baseline ({summary[0.0]['ppl_bound']['mean']:.2f} vs {results['text']['unigram_ppl']:.2f}): "
                + ("passed (at least 30%), the models use context." if gate >= 0.3 else
                   "FAILED (less than 30%): the models have learnt too little context for the comparison to mean "
                   "much.")]
@@ -594,6 +669,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict:
     parser.add_argument("--doc_dir", default=None, help="where small_scale.md and the plots go (default docs/; "
                         "smoke: the work dir)")
     parser.add_argument("--corpus", default=CORPUS, help="folder with train.jsonl and validation.jsonl")
+    parser.add_argument("--report_only", action="store_true", help="rewrite small_scale.md and the plots from "
+                        "<work_dir>/results.json of an earlier run: no training, no evaluation")
     args = parser.parse_args(argv)
     mode = "smoke" if args.smoke else "full"
     cfg = dict(MODES[mode])
@@ -608,8 +685,19 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict:
                      "--corpus.")
     work = os.path.abspath(args.work_dir or os.path.join("outputs", f"reproduce_small_{mode}"))
     doc_dir = args.doc_dir or (work if args.smoke else "docs")
-    os.makedirs(work, exist_ok=True)
     os.makedirs(doc_dir, exist_ok=True)
+    if args.report_only:
+        path = os.path.join(work, "results.json")
+        if not os.path.isfile(path):
+            parser.error(f"--report_only needs {path}: run without it first (or pass that run's --work_dir).")
+        with open(path) as f:
+            results = json.load(f)
+        write_report(results, doc_dir)
+        with open(path, "w") as f:
+            json.dump(results, f, indent=2)
+        print(f"wrote {os.path.join(doc_dir, 'small_scale.md')} and its plots from {path}")
+        return results
+    os.makedirs(work, exist_ok=True)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     start = phase_start = time.time()
     phases, loads = {}, []
@@ -689,15 +777,21 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict:
     settings["phase_minutes"] = phases
     settings["reused"] = [name for name, m in metrics.items() if m.get("reused")]
     settings["load_end"] = os.getloadavg()[0]  # 1-minute load, this run included
-    results["reading"] = reading(results)
     with open(os.path.join(work, "results.json"), "w") as f:
         json.dump(results, f, indent=2)
+    write_report(results, doc_dir)
+    log(f"wrote {os.path.join(doc_dir, 'small_scale.md')} and its plots")
+    return results
+
+
+def write_report(results: dict, doc_dir: str) -> None:
+    """small_scale.md and its plots in doc_dir, with the reading and the verdicts on the paper's claims."""
+    results["reading"] = reading(results)
+    results["verdicts"] = verdicts(results)
     pngs = dict(pareto="small_scale_pareto.png", dynamics="small_scale_dynamics.png", fid="small_scale_fid.png")
     plot_pareto(results, os.path.join(doc_dir, pngs["pareto"]))
     plot_dynamics(results, os.path.join(doc_dir, pngs["dynamics"]))
-    if args.digits:
+    if results.get("digits"):
         plot_fid(results, os.path.join(doc_dir, pngs["fid"]))
     with open(os.path.join(doc_dir, "small_scale.md"), "w") as f:
         f.write(markdown(results, pngs))
-    log(f"wrote {os.path.join(doc_dir, 'small_scale.md')} and its plots")
-    return results
