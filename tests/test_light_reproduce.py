@@ -130,6 +130,10 @@ def test_reproduce_small_smoke_reports_mean_and_std_of_its_seed_runs(tmp_path, m
         assert (tmp_path / "work" / f"small_scale_{name}.png").stat().st_size > 10_000
     # training dynamics: every run logged its validation NELBO at steps 0, 3 and 6
     assert all([s for s, _ in r["curve"]] == [0, 3, 6] for r in runs.values())
+    # --report_only rewrites the same report from results.json alone
+    (tmp_path / "work" / "small_scale.md").unlink()
+    reproduce.main(["--smoke", "--work_dir", str(tmp_path / "work"), "--report_only"])
+    assert (tmp_path / "work" / "small_scale.md").read_text() == doc
 
 
 def table_row(markdown: str, name: str, k1: float) -> list[str]:
