@@ -711,9 +711,10 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict:
             parser.error(f"--report_only needs {path}: run without it first (or pass that run's --work_dir).")
         with open(path) as f:
             results = json.load(f)
-        write_report(results, doc_dir)
+        results["reading"], results["verdicts"] = reading(results), verdicts(results)
         with open(path, "w") as f:
             json.dump(results, f, indent=2)
+        write_report(results, doc_dir)
         print(f"wrote {os.path.join(doc_dir, 'small_scale.md')} and its plots from {path}")
         return results
     os.makedirs(work, exist_ok=True)
@@ -796,6 +797,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict:
     settings["phase_minutes"] = phases
     settings["reused"] = [name for name, m in metrics.items() if m.get("reused")]
     settings["load_end"] = os.getloadavg()[0]  # 1-minute load, this run included
+    results["reading"], results["verdicts"] = reading(results), verdicts(results)
     with open(os.path.join(work, "results.json"), "w") as f:
         json.dump(results, f, indent=2)
     write_report(results, doc_dir)
@@ -804,9 +806,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict:
 
 
 def write_report(results: dict, doc_dir: str) -> None:
-    """small_scale.md and its plots in doc_dir, with the reading and the verdicts on the paper's claims."""
-    results["reading"] = reading(results)
-    results["verdicts"] = verdicts(results)
+    """small_scale.md and its plots in doc_dir."""
     pngs = dict(pareto="small_scale_pareto.png", dynamics="small_scale_dynamics.png", fid="small_scale_fid.png")
     plot_pareto(results, os.path.join(doc_dir, pngs["pareto"]))
     plot_dynamics(results, os.path.join(doc_dir, pngs["dynamics"]))
