@@ -1,13 +1,17 @@
-"""A small byte-level BPE tokenizer with LLaDA's special tokens, for models trained from scratch.
+"""Small tokenizers with LLaDA's special tokens, for models trained from scratch.
 
 LLaDA-8B ships its own 126k-token tokenizer; the quickstart, the light recipes and the tests train tiny models
 and need a tokenizer of a few hundred to a few thousand ids with the same conventions: bos <|startoftext|>,
-eos = pad <|endoftext|>, the mask <|mdm_mask|>, <|eot_id|> and LLaDA's chat template.
+eos = pad <|endoftext|>, the mask <|mdm_mask|>, <|eot_id|> and LLaDA's chat template (`build_tokenizer`, byte-level
+BPE). The small-scale reproduction models characters instead (`build_char_tokenizer`, one id per printable ASCII
+character, on text from `ascii_normalize`).
 """
 
+import re
+import unicodedata
 from collections.abc import Iterable
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 BOS, EOS, MASK, EOT = "<|startoftext|>", "<|endoftext|>", "<|mdm_mask|>", "<|eot_id|>"
@@ -52,3 +56,27 @@ def build_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenize
         chat_template=CHAT_TEMPLATE,
     )
     return fast
+
+
+PRINTABLE_ASCII = "".join(chr(c) for c in range(32, 127))  # space .. "~": 95 characters
+_WHITESPACE = re.compile(r"\s+")
+
+
+def ascii_normalize(text: str) -> str:
+    """Text in printable ASCII with single spaces: accents split off and dropped ("café" -> "cafe"), any other
+    non-ASCII character dropped, every run of whitespace one space, no leading or trailing space."""
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+    return _WHITESPACE.sub(" ", ascii_text).strip()
+
+
+def build_char_tokenizer(alphabet: str = PRINTABLE_ASCII) -> PreTrainedTokenizerFast:
+    """One id per character of `alphabet`, after bos / eos (= pad) / mask (ids 0, 1, 2). A character outside the
+    alphabet is an error when encoding (normalise the text first, e.g. with ascii_normalize)."""
+    if len(set(alphabet)) != len(alphabet):
+        raise ValueError(f"alphabet {alphabet!r} repeats a character; give each character once.")
+    vocab = {token: i for i, token in enumerate([BOS, EOS, MASK, *alphabet])}
+    tokenizer = Tokenizer(models.WordLevel(vocab))  # no unk token: unknown characters raise
+    tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")  # every character a token
+    tokenizer.decoder = decoders.Fuse()  # concatenate, no separator
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token=BOS, eos_token=EOS, pad_token=EOS,
+                                   mask_token=MASK)

@@ -1,52 +1,142 @@
-"""`xdlm reproduce-small --smoke`: the whole small-scale pipeline (tokenizer, AR evaluator, MDLM / XDLM / UDLM
-through the real trainer, PPL bound, Gen-PPL, digits FID, markdown report and plot) at toy size."""
+"""`xdlm reproduce-small`: the character-level data path (printable ASCII, one id per character), the context
+gate (a model trained for a smoke budget beats the unigram baseline on that text), seeds that really differ, and
+the whole pipeline at toy size with its table's mean +- std recomputed from the per-seed runs."""
 
 import json
 import math
+import statistics
 from pathlib import Path
 
 import pytest
+import torch
+from transformers import set_seed
 
 from llada_xdlm import reproduce
+from llada_xdlm.evaluation import perplexity
+from llada_xdlm.tokenization import ascii_normalize, build_char_tokenizer
 
 CORPUS = Path(__file__).resolve().parents[1] / "data" / "stdlib_docs"
 
 
+def test_ascii_normalize_keeps_printable_ascii_and_single_spaces():
+    # expected strings written by hand
+    assert ascii_normalize("Read `len()` (2x).") == "Read `len()` (2x)."
+    assert ascii_normalize("  Caf\u00e9,\n\tna\u00efve\u2014ok  ") == "Cafe, naiveok"
+    assert ascii_normalize("\u2603") == ""
+
+
+def test_char_tokenizer_gives_one_id_per_character_and_refuses_others():
+    tokenizer = build_char_tokenizer()
+    ids = tokenizer("ab A!", add_special_tokens=False)["input_ids"]
+    # ids 0, 1, 2 are bos, eos, mask; then the ASCII codes 32 .. 126 in order: id = code - 29
+    assert ids == [ord(c) - 29 for c in "ab A!"] == [68, 69, 3, 36, 4]
+    assert tokenizer.decode(ids) == "ab A!"
+    assert len(tokenizer) == 3 + 95
+    assert (tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.mask_token_id) == (0, 1, 2)
+    with pytest.raises(Exception, match="UNK|unk"):
+        tokenizer("caf\u00e9")
+
+
+def initial_weights_and_first_batch(tmp_path, seed: int, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(all initial parameters, flat; the first training batch's input_ids) of one smoke-size MDLM run on the
+    character data, built as llada_xdlm.training.train.main builds it. The batch is drawn before anything else
+    reseeds torch: the sampler takes its seed from torch's global seed when the data loader is made."""
+    from llada_xdlm.training.args import parse_recipe
+    from llada_xdlm.training.data import XDLMCollator
+    from llada_xdlm.training.train import load_data, load_model
+    from llada_xdlm.training.trainer import XDLMTrainer
+
+    data = reproduce.prepare_chars(str(CORPUS), str(tmp_path / "chars"))
+    cfg = reproduce.MODES["smoke"]["text"]
+    path = reproduce.recipe(cfg, name, "mdlm", None, str(tmp_path), data, cfg["block"], seed)
+    model_args, data_args, diffusion_args, training_args = parse_recipe([path])
+    set_seed(training_args.seed)
+    tokenizer, train, validation = load_data(model_args, data_args, training_args.seed)
+    model = load_model(model_args, tokenizer)
+    trainer = XDLMTrainer(model=model, args=training_args, diffusion_args=diffusion_args,
+                          mask_token_id=tokenizer.mask_token_id, train_dataset=train, eval_dataset=validation,
+                          data_collator=XDLMCollator(tokenizer.eos_token_id))
+    weights = torch.cat([p.detach().flatten() for p in trainer.model.parameters()])
+    return weights, next(iter(trainer.get_train_dataloader()))["input_ids"]
+
+
+def test_seed_changes_initial_weights_and_data_order(tmp_path):
+    (w0, batch0), (w0_again, batch0_again), (w1, batch1) = (
+        initial_weights_and_first_batch(tmp_path, seed, name) for name, seed in [("a", 0), ("b", 0), ("c", 1)])
+    assert torch.equal(w0, w0_again) and torch.equal(batch0, batch0_again)  # the same seed: the same run
+    assert not torch.equal(w0, w1)  # another seed: other initial weights
+    assert not torch.equal(batch0, batch1)  # ... and other training batches
+
+
+def test_a_small_model_uses_context_on_the_character_data_within_a_ci_budget(tmp_path):
+    """The character data path carries context a small model learns fast: a causal model trained through the real
+    entry point for GATE['steps'] steps has a validation PPL at least 40% below the context-free (unigram)
+    baseline on the same characters. (The diffusion models' own gate, MDLM's bound at least 30% below unigram,
+    needs the full budget: `xdlm reproduce-small` measures and reports it.)"""
+    from llada_xdlm.checkpoint import load_checkpoint
+    from llada_xdlm.training.train import main as train_main
+
+    data = reproduce.prepare_chars(str(CORPUS), str(tmp_path / "chars"))
+    cfg = reproduce.GATE
+    path = reproduce.recipe(cfg, "gate", "ar", None, str(tmp_path), data, cfg["block"], 0)
+    metrics = train_main([path])
+    model, tokenizer = load_checkpoint(str(tmp_path / "gate"))
+    blocks = perplexity.text_blocks(perplexity.load_texts(data["validation"]), tokenizer, cfg["block"])
+    unigram = reproduce.unigram_ppl(perplexity.load_texts(data["train"]), tokenizer, blocks)
+    assert 19 < unigram < 25  # English with case and punctuation: about 4.4 bits per character
+    ppl = math.exp(metrics["nelbo_after"])  # causal cross-entropy per character on the same validation blocks
+    assert ppl < 0.6 * unigram, f"validation PPL {ppl:.2f} vs unigram {unigram:.2f}"
+
+
 @pytest.mark.slow
-def test_reproduce_small_smoke_reports_its_measured_numbers(tmp_path, monkeypatch):
+def test_reproduce_small_smoke_reports_mean_and_std_of_its_seed_runs(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
-    results = reproduce.main(["--smoke", "--digits", "--work_dir", str(tmp_path / "work"), "--corpus", str(CORPUS)])
+    results = reproduce.main(["--smoke", "--digits", "--jobs", "2", "--work_dir", str(tmp_path / "work"),
+                              "--corpus", str(CORPUS)])
 
-    models = results["text"]["models"]
-    assert [m["name"] for m in models.values()] == ["MDLM", "XDLM", "UDLM"]
-    assert [m["k1"] for m in models.values()] == [0.0, 0.1, 1.0]
-    for m in models.values():
-        assert math.isfinite(m["bound"]["ppl_bound"])
-        assert [g["steps"] for g in m["gen"]] == [2, 4]
-        assert all(g["gen_ppl"] > 1 and g["entropy"] > 0 for g in m["gen"])
-    assert all(math.isfinite(v) for row in results["digits"].values() for v in row["fid"].values())
-    # --smoke writes the doc into the work dir; its tables must show the measured numbers, as rounded there
-    doc = (tmp_path / "work" / "small_scale.md").read_text()
-    text_part, digits_part = doc.split("## Images")
-    assert "--smoke" in text_part.splitlines()[2]  # the command that measured them
-    for m in models.values():
-        cells = table_row(text_part, m["name"])  # k1, PPL bound (NELBO +- se), Gen-PPL / entropy per steps
-        assert float(cells[1]) == m["k1"]
-        assert float(cells[2].split()[0]) == pytest.approx(m["bound"]["ppl_bound"], abs=0.005)
-        for g, gen_ppl, entropy in zip(m["gen"], cells[3::2], cells[4::2]):
-            assert float(gen_ppl) == pytest.approx(g["gen_ppl"], abs=0.05)
-            assert float(entropy) == pytest.approx(g["entropy"], abs=0.005)
-    for r in results["digits"].values():
-        cells = table_row(digits_part, r["name"])  # k1, validation NELBO, FID per steps
-        assert float(cells[2]) == pytest.approx(r["val_nelbo"], abs=5e-4)
-        assert [float(c) for c in cells[3:]] == pytest.approx(list(r["fid"].values()), abs=0.005)
-    assert (tmp_path / "work" / "small_scale.png").stat().st_size > 10_000
     saved = json.loads((tmp_path / "work" / "results.json").read_text())
     assert saved == json.loads(json.dumps(results))
+    runs, summary = saved["text"]["runs"], saved["text"]["summary"]
+    assert sorted({(r["k1"], r["seed"]) for r in runs.values()}) == [(k, s) for k in (0.0, 0.1, 1.0) for s in (0, 1)]
+    # seeds really differ: every k1's two runs end with different likelihoods
+    for k1 in ("0.0", "0.1", "1.0"):
+        seed_bounds = [r["bound"]["ppl_bound"] for r in runs.values() if str(r["k1"]) == k1]
+        assert len(set(seed_bounds)) == 2
+    # the doc's table shows mean +- sample std recomputed here from the per-seed entries of results.json
+    doc = (tmp_path / "work" / "small_scale.md").read_text()
+    assert "--smoke" in doc.splitlines()[2]  # the command that measured them
+    text_part = doc.split("## Text: few-step")[0]
+    for k1, row in summary.items():
+        per_seed = [r["bound"]["ppl_bound"] for r in runs.values() if str(r["k1"]) == k1]
+        mean, std = statistics.fmean(per_seed), statistics.stdev(per_seed)
+        cells = table_row(text_part, row["name"], row["k1"])
+        assert cells[2] == f"{mean:.2f} +- {std:.2f}"
+        for sampler in reproduce.SAMPLERS:
+            part = doc.split(f"## Text: few-step generation, {sampler}")[1]
+            gen_cells = table_row(part.split("\n## ")[0], row["name"], row["k1"])
+            for n, cell in zip(saved["settings"]["gen_steps"], gen_cells[2:]):
+                values = [next(g["gen_ppl"] for g in r["gen"][sampler] if g["steps"] == n)
+                          for r in runs.values() if str(r["k1"]) == k1]
+                assert cell.split(" (")[0] == f"{statistics.fmean(values):.1f} +- {statistics.stdev(values):.1f}"
+    digits_part = doc.split("## Images")[1]
+    for k1, row in saved["digits"]["summary"].items():
+        cells = table_row(digits_part, row["name"], row["k1"])
+        for n, cell in zip(saved["settings"]["fid_steps"], cells[3:]):
+            values = [r["fid"][str(n)] for r in saved["digits"]["runs"].values() if str(r["k1"]) == k1]
+            assert cell == f"{statistics.fmean(values):.2f} +- {statistics.stdev(values):.2f}"
+            assert all(math.isfinite(v) for v in values)
+    for name in ("pareto", "dynamics", "fid"):
+        assert (tmp_path / "work" / f"small_scale_{name}.png").stat().st_size > 10_000
+    # training dynamics: every run logged its validation NELBO at steps 0, 3 and 6
+    assert all([s for s, _ in r["curve"]] == [0, 3, 6] for r in runs.values())
+    # --report_only rewrites the same report from results.json alone
+    (tmp_path / "work" / "small_scale.md").unlink()
+    reproduce.main(["--smoke", "--work_dir", str(tmp_path / "work"), "--report_only"])
+    assert (tmp_path / "work" / "small_scale.md").read_text() == doc
 
 
-def table_row(markdown: str, name: str) -> list[str]:
-    """The cells of the first markdown table row whose first cell is `name`."""
-    line = next(line for line in markdown.splitlines() if line.startswith(f"| {name} |"))
+def table_row(markdown: str, name: str, k1: float) -> list[str]:
+    """The cells of the markdown table row of model `name` at `k1`."""
+    line = next(line for line in markdown.splitlines() if line.startswith(f"| {name} | {k1:g} |"))
     return [cell.strip() for cell in line.strip().strip("|").split("|")]
