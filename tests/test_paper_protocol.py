@@ -18,7 +18,6 @@ the invented rows in tests/fixtures/paper/*.jsonl and the raw generations listed
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import pytest

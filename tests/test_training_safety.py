@@ -22,7 +22,7 @@ from llada_xdlm.training.pretokenize import load_pretokenized, pretokenize
 from llada_xdlm.training.trainer import XDLMTrainer
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_training import CORPUS, TINY_RECIPE, losses, write_recipe  # noqa: E402
+from test_training import CORPUS, losses, write_recipe  # noqa: E402
 
 
 @pytest.fixture
