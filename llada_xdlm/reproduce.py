@@ -64,10 +64,6 @@ MODES = {
                     warmup=0, eval_every=2),
         mc_num=2, eval_blocks=4, gen_samples=4, gen_steps=[2, 4], fid_samples=20, fid_steps=[2, 4]),
 }
-# The character data path at CI size (tests/test_light_reproduce.py): a causal model this small, trained this long
-# in-process, beats the unigram baseline by far (an MDLM needs a few hundred steps more to leave it: see the doc).
-GATE = dict(model=dict(d_model=64, n_layers=4, n_heads=4, mlp_hidden_size=192), block=64, batch=64, steps=100,
-            lr=5e-3, warmup=20, eval_every=100)
 
 
 # ---- data ----------------------------------------------------------------------------------------------------

@@ -16,6 +16,11 @@ from llada_xdlm.evaluation import perplexity
 from llada_xdlm.tokenization import ascii_normalize, build_char_tokenizer
 
 CORPUS = Path(__file__).resolve().parents[1] / "data" / "stdlib_docs"
+# A causal model of the full mode's text size, trained this long in-process (about 20 s on 2 idle cores), is far below
+# the unigram baseline (measured: validation PPL 9.9 vs 22.2). An MDLM needs a few hundred steps to leave the baseline
+# (the training-dynamics plot of docs/small_scale.md), more than CI can spend.
+GATE = dict(model=dict(d_model=64, n_layers=4, n_heads=4, mlp_hidden_size=192), block=64, batch=64, steps=100,
+            lr=5e-3, warmup=20, eval_every=100)
 
 
 def test_ascii_normalize_keeps_printable_ascii_and_single_spaces():
@@ -77,7 +82,7 @@ def test_a_small_model_uses_context_on_the_character_data_within_a_ci_budget(tmp
     from llada_xdlm.training.train import main as train_main
 
     data = reproduce.prepare_chars(str(CORPUS), str(tmp_path / "chars"))
-    cfg = reproduce.GATE
+    cfg = GATE
     path = reproduce.recipe(cfg, "gate", "ar", None, str(tmp_path), data, cfg["block"], 0)
     metrics = train_main([path])
     model, tokenizer = load_checkpoint(str(tmp_path / "gate"))
