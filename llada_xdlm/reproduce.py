@@ -460,7 +460,7 @@ def markdown(results: dict, pngs: dict[str, str]) -> str:
             cells = [f"{fmt(g['gen_ppl'], 1)} ({g['entropy']['mean']:.2f})"
                      for g in (r["gen"][sampler][str(n)] for n in steps)]
             lines.append(f"| {r['name']} | {r['k1']:g} | " + " | ".join(cells) + " |")
-        lines += [f"| real validation text | - | " + " | ".join(
+        lines += ["| real validation text | - | " + " | ".join(
             [f"{ev['real_text_gen_ppl']:.1f} ({ev['real_text_entropy']:.2f})"] * len(steps)) + " |", ""]
     lines += [
         f"Gen-PPL: {s['gen_samples']} unconditional samples of {s['block']} characters per model, sampler and number "
