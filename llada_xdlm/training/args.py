@@ -346,15 +346,11 @@ def parse_recipe(argv: list[str]):
     return read_recipe(argv)[0]
 
 
-def recipe_as_run(argv: list[str]) -> dict:
-    """The recipe a run uses: the YAML's keys (its launcher included) with the command-line overrides applied. It is
-    saved as RECIPE_FILE beside the model and in every checkpoint, so `xdlm train <folder>/recipe.yaml` repeats the
-    run and the model card can say how the model was made."""
-    return read_recipe(argv)[1]
-
-
 def read_recipe(argv: list[str]) -> tuple[tuple, dict]:
-    """(the four argument groups, the recipe as run); every value checked."""
+    """(the four argument groups, the recipe as run); every value checked. The recipe as run is the YAML's keys (its
+    launcher included) with the command-line overrides applied; training saves it as RECIPE_FILE beside the model and
+    in every checkpoint, so `xdlm train <folder>/recipe.yaml` repeats the run and the model card can say how the
+    model was made."""
     from transformers import HfArgumentParser
 
     from .training_args import XDLMTrainingArguments
