@@ -320,7 +320,7 @@ def test_program_sees_a_clean_environment_its_own_processes_and_a_private_temp_d
 import os, sys
 assert set(os.environ) <= {{'PATH', 'HOME', 'TMPDIR', 'LANG', 'LC_CTYPE', 'PWD'}}, os.environ
 assert sys.flags.isolated == 1
-assert sorted(p for p in os.listdir('/proc') if p.isdigit()) == ['1', '2']  # bwrap's init and the program
+assert sorted(p for p in os.listdir('/proc') if p.isdigit()) == ['1']  # the program is the sandbox's only process
 assert os.getcwd() == os.environ['HOME'] == {code_exec.WORKDIR!r}
 open('scratch.txt', 'w').write('x')
 for path in ['/x', '/usr/x', '/tmp/x', '/dev/shm/x', '/proc/x']:
@@ -347,6 +347,45 @@ for limit, value in expected.items():
     except (ValueError, PermissionError):
         continue
     raise AssertionError(f'raised limit {limit}')
+"""
+    result = run_program(program, timeout=3.5, memory_mb=256)
+    assert result.passed, result.stderr
+
+
+def test_no_process_can_trace_or_touch_another_and_every_process_has_the_limits(allow_code):
+    """A program that could ptrace a process without the limits (bwrap's reaper, if there were one) could make it
+    allocate or write past them: ptrace and process_vm_readv / writev fail with EPERM, even on itself or on a PID
+    that does not exist (ESRCH without the filter), and every process in the sandbox carries the limits."""
+    program = f"""
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+libc.process_vm_readv.argtypes = libc.process_vm_writev.argtypes = [
+    ctypes.c_int, ctypes.c_void_p, ctypes.c_ulong, ctypes.c_void_p, ctypes.c_ulong, ctypes.c_ulong]
+
+class IoVec(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+
+source, target = ctypes.create_string_buffer(b"secret", 8), ctypes.create_string_buffer(8)
+local, remote = IoVec(ctypes.addressof(target), 8), IoVec(ctypes.addressof(source), 8)
+iovecs = (ctypes.byref(local), 1, ctypes.byref(remote), 1)  # copy `source` into `target`
+pids = [int(p) for p in os.listdir('/proc') if p.isdigit()]
+attempts = {{
+    'ptrace(TRACEME)': lambda: libc.ptrace(0, 0, None, None),
+    **{{f'ptrace(ATTACH, {{pid}})': lambda pid=pid: libc.ptrace(16, pid, None, None) for pid in pids + [99999]}},
+    'process_vm_readv(self)': lambda: libc.process_vm_readv(os.getpid(), *iovecs, 0),
+    'process_vm_writev(self)': lambda: libc.process_vm_writev(os.getpid(), *iovecs, 0),
+}}
+for name, attempt in attempts.items():
+    ctypes.set_errno(0)
+    assert (attempt(), ctypes.get_errno()) == (-1, 1), (name, ctypes.get_errno())
+assert target.value == b''
+limits = {{'Max address space': 256 * 2 ** 20, 'Max file size': {code_exec.FILE_BYTES}, 'Max cpu time': 4}}
+for pid in pids:
+    lines = open(f'/proc/{{pid}}/limits').read().splitlines()
+    for name, value in limits.items():
+        (line,) = [line for line in lines if line.startswith(name)]
+        assert line.split()[-3:-1] == [str(value)] * 2, (pid, line)
 """
     result = run_program(program, timeout=3.5, memory_mb=256)
     assert result.passed, result.stderr

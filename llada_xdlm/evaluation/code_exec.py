@@ -1,13 +1,14 @@
 """Run model-written Python programs for pass@k, each in a kernel sandbox (bubblewrap).
 
 Every program runs as `python -I program.py` under bwrap, in its own user, PID, network, mount, IPC and UTS
-namespaces with no capabilities. Its file system holds only the system's programs and libraries and this Python
-installation, read-only, a fresh /proc of its own PID namespace (no process of ours is visible) and a private
-64 MiB working directory in memory. Its environment holds only PATH / HOME / TMPDIR / LANG (and PWD). A seccomp
-filter refuses to create processes (threads are allowed); the program sets limits it cannot raise again on its
+namespaces with no capabilities, as the namespace's only process (PID 1: bwrap installs no reaper). Its file
+system holds only the system's programs and libraries and this Python installation, read-only, a fresh /proc of its
+own PID namespace (no process of ours is visible) and a private 64 MiB working directory in memory. Its environment
+holds only PATH / HOME / TMPDIR / LANG (and PWD). A seccomp filter refuses to create processes (threads are
+allowed) and to trace or touch another process's memory; the program sets limits it cannot raise again on its
 memory, CPU time and file size before its first line runs. Its stderr goes to an anonymous file, so output is bounded by
-the file-size limit, and only its tail is read back. A timeout kills the sandbox's PID 1, and with it everything
-the program is running; the sandbox also dies with the evaluator.
+the file-size limit, and only its tail is read back. A timeout kills the program, and with it the sandbox; the
+sandbox also dies with the evaluator.
 
 Where bwrap cannot create the sandbox, nothing runs: check_code_eval_allowed() says what is missing and how to
 fix it. Setting XDLM_CODE_EVAL_NO_SANDBOX=1 runs programs without isolation instead (plain subprocesses with the
@@ -170,9 +171,10 @@ _EPERM, _ENOSYS = 0x00050000 | 1, 0x00050000 | 38  # SECCOMP_RET_ERRNO | errno
 _CLONE_THREAD = 0x00010000
 # machine: (AUDIT_ARCH_*, {syscall: number}); aarch64 has no fork / vfork system calls.
 _SYSCALLS = {
-    "x86_64": (0xC000003E, {"clone": 56, "fork": 57, "vfork": 58, "add_key": 248, "request_key": 249,
-                            "keyctl": 250, "clone3": 435}),
-    "aarch64": (0xC00000B7, {"add_key": 217, "request_key": 218, "keyctl": 219, "clone": 220, "clone3": 435}),
+    "x86_64": (0xC000003E, {"clone": 56, "fork": 57, "vfork": 58, "ptrace": 101, "add_key": 248, "request_key": 249,
+                            "keyctl": 250, "process_vm_readv": 310, "process_vm_writev": 311, "clone3": 435}),
+    "aarch64": (0xC00000B7, {"ptrace": 117, "add_key": 217, "request_key": 218, "keyctl": 219, "clone": 220,
+                             "process_vm_readv": 270, "process_vm_writev": 271, "clone3": 435}),
 }
 
 
@@ -181,7 +183,8 @@ def _seccomp_filter() -> bytes:
     """A seccomp program for the sandbox. New processes are refused: fork / vfork / clone without CLONE_THREAD
     fail with EPERM, clone3 with ENOSYS (its flags sit in memory a filter cannot read; the C library then falls
     back to clone); threads are allowed. The kernel keyrings are refused (EPERM): namespaces do not hide the
-    evaluator's session keyring. System calls of another ABI (x32, 32-bit) kill the process."""
+    evaluator's session keyring. So are ptrace and process_vm_readv / process_vm_writev (EPERM): no process may
+    read, write or steer another. System calls of another ABI (x32, 32-bit) kill the process."""
     machine = platform.machine()
     if machine not in _SYSCALLS:
         raise SandboxUnavailableError(f"No seccomp filter for this machine ({machine!r}); known: {list(_SYSCALLS)}. "
@@ -195,7 +198,7 @@ def _seccomp_filter() -> bytes:
     if machine == "x86_64":
         program += [op(_JGE, 0x40000000, 0, 1), op(_RET, _KILL_PROCESS)]  # x32 numbers have bit 30 set
     refused = {"fork": _EPERM, "vfork": _EPERM, "add_key": _EPERM, "request_key": _EPERM, "keyctl": _EPERM,
-               "clone3": _ENOSYS}
+               "ptrace": _EPERM, "process_vm_readv": _EPERM, "process_vm_writev": _EPERM, "clone3": _ENOSYS}
     for name, action in refused.items():
         if name in nr:
             program += [op(_JEQ, nr[name], 0, 1), op(_RET, action)]
@@ -233,7 +236,8 @@ def _sandbox_args(bwrap: str, program_fd: int, seccomp_fd: int, info_fd: int, bo
     env = {"PATH": os.defpath, "HOME": WORKDIR, "TMPDIR": WORKDIR, "LANG": "C.UTF-8"}
     return [
         bwrap,
-        "--unshare-all", "--unshare-user", "--disable-userns", "--cap-drop", "ALL",
+        # --as-pid-1: the program is the sandbox's first and only process (no bwrap reaper without its limits).
+        "--unshare-all", "--unshare-user", "--disable-userns", "--cap-drop", "ALL", "--as-pid-1",
         "--die-with-parent", "--new-session", "--info-fd", str(info_fd), "--seccomp", str(seccomp_fd),
         *_system_mounts(),
         # Both read-only (below): when the evaluator runs as root, the program is root in its user namespace and
