@@ -286,9 +286,7 @@ def test_code_outcome_names_what_became_of_each_program(allow_code):
 
 def test_humaneval_program_gets_the_authors_3_s_limit(allow_code):
     slow_but_right = "    import time\n    time.sleep(1.75)\n    return a + b\n"  # check() calls it twice: 3.5 s
-    row = rows("humaneval")[0]
-    assert paper.code_outcome("paper_humaneval", row, slow_but_right) == "timeout"
-    assert paper.score("paper_humaneval", row, slow_but_right) == 0.0
+    assert paper.code_outcome("paper_humaneval", rows("humaneval")[0], slow_but_right) == "timeout"
 
 
 def test_mbpp_failure_breakdown_reaches_lm_eval_results_and_the_grid(fixture_manager, monkeypatch, tmp_path):
