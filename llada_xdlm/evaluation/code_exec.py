@@ -41,10 +41,11 @@ FILE_BYTES = 16 * 1024 * 1024  # largest file a program may write; its stderr co
 STDERR_BYTES = 2000  # tail of stderr kept in ExecResult
 
 # Runs first in the program's interpreter: hard limits, which a process without privileges cannot raise again; the
-# run's end marker, read from its file, which is then closed so the program cannot read it; then the program from
-# its own file (so tracebacks show its line numbers) in a fresh __main__ namespace. The marker goes to the end file
-# only when the program ran to its end; an exception, SystemExit included, writes its class name there instead and
-# goes on as usual (traceback, exit status). os._exit, a signal or a timeout leave the end file empty.
+# run's end marker, read from its file, which is then closed, into a local variable (so the program finds it in
+# none of its files, nor in the __main__ module); then the program from its own file (so tracebacks show its line
+# numbers) in a fresh __main__ namespace. The marker goes to the end file only when the program ran to its end; an
+# exception, SystemExit included, writes its class name there instead and goes on as usual (traceback, exit
+# status). os._exit, a signal or a timeout leave the end file empty.
 _BOOTSTRAP = """\
 import os, resource
 for _limit, _value in ((resource.RLIMIT_AS, {memory}), (resource.RLIMIT_CPU, {cpu}),
@@ -52,21 +53,25 @@ for _limit, _value in ((resource.RLIMIT_AS, {memory}), (resource.RLIMIT_CPU, {cp
     resource.setrlimit(_limit, (_value, _value))
 
 
-def _report(data, fd={end_fd}):
-    os.ftruncate(fd, 0)  # whatever the program wrote there
-    os.pwrite(fd, data, 0)
+def _run_to_the_end(marker_fd, end_fd):
+    marker = os.read(marker_fd, 64)
+    os.close(marker_fd)
+
+    def report(data):
+        os.ftruncate(end_fd, 0)  # whatever the program wrote there
+        os.pwrite(end_fd, data, 0)
+
+    with open("program.py", encoding="utf-8") as f:
+        source = f.read()
+    try:
+        exec(compile(source, "program.py", "exec"), {{"__name__": "__main__"}})
+    except BaseException as error:
+        report(type(error).__name__.encode())
+        raise
+    report(marker)
 
 
-_marker = os.read({marker_fd}, 64)
-os.close({marker_fd})
-with open("program.py", encoding="utf-8") as _f:
-    _source = _f.read()
-try:
-    exec(compile(_source, "program.py", "exec"), {{"__name__": "__main__"}})
-except BaseException as _error:
-    _report(type(_error).__name__.encode())
-    raise
-_report(_marker)
+_run_to_the_end({marker_fd}, {end_fd})
 """
 
 
