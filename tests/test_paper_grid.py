@@ -3,6 +3,7 @@ after a kill, written as a table and a plot. Tiny model, offline fixture tasks."
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from llada_xdlm.evaluation.paper_grid import GridRow, markdown_table, parse_row
+from llada_xdlm.evaluation.paper_grid import GridRow, main, markdown_table, parse_row, read_scores
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE_TASKS = REPO / "tests" / "fixtures" / "eval_tasks"
@@ -92,3 +93,64 @@ def test_model_rows_parse(spec, expected):
 def test_a_row_without_a_checkpoint_is_refused():
     with pytest.raises(ValueError, match="NAME=CHECKPOINT"):
         parse_row("only-a-name")
+
+
+# Stands in for `python -m llada_xdlm.eval ...` in a grid run: writes what lm-eval and the model would, with an MBPP
+# breakdown made from the steps (10 rows: passed = steps / 16, wrong answers 2, syntax errors 3, the rest empty).
+FAKE_LM_EVAL = """
+import json, os, sys
+args = dict(zip(sys.argv[1::2], sys.argv[2::2]))
+model_args = dict(kv.split("=", 1) for kv in args["--model_args"].split(","))
+steps = int(model_args["steps"])
+passed = steps // 16
+counts = {"passed": passed, "wrong_answer": 2, "runtime_error": 0, "syntax_error": 3, "timeout": 0,
+          "empty": 5 - passed}
+results = {}
+for task in args["--tasks"].split(","):
+    if task == "paper_mbpp":
+        results[task] = {"alias": task, **{f"{k},none": v for k, v in counts.items()},
+                         "pass_at_1,none": passed / 10, "pass_at_1_stderr,none": "N/A"}
+    else:
+        results[task] = {"alias": task, "accuracy,none": 0.5, "accuracy_stderr,none": 0.1}
+os.makedirs(args["--output_path"], exist_ok=True)
+with open(os.path.join(args["--output_path"], "results_2026.json"), "w") as f:
+    json.dump({"results": results}, f)
+with open(model_args["stats_path"], "w") as f:
+    json.dump({"generated_tokens": 256, "forwards": steps, "seconds": 1.0}, f)
+"""
+
+
+def png_height(path) -> int:
+    return int.from_bytes(path.read_bytes()[20:24], "big")  # the IHDR chunk
+
+
+def test_mbpp_failure_breakdown_in_each_cell_the_table_and_the_plot(tmp_path, capsys):
+    main(["--output", str(tmp_path), "--model", "base=base-ckpt:0", "--model", "xdlm=xdlm-ckpt:0.1",
+          "--steps", "32", "64", "--tasks", "paper_mbpp", "paper_gsm8k",
+          "--launcher", shlex.join([sys.executable, "-c", FAKE_LM_EVAL])])
+    record = json.loads((tmp_path / "cells" / "xdlm" / "steps64" / "paper_mbpp.json").read_text())
+    assert record["outcomes"] == {"passed": 4, "wrong_answer": 2, "runtime_error": 0, "syntax_error": 3,
+                                  "timeout": 0, "empty": 1}
+    assert record["score"] == pytest.approx(40.0)
+    assert "outcomes" not in json.loads((tmp_path / "cells" / "xdlm" / "steps64" / "paper_gsm8k.json").read_text())
+
+    table = (tmp_path / "grid.md").read_text()
+    assert "\n".join([
+        "MBPP: rows by outcome",
+        "",
+        "| model | k1 | steps | passed | wrong answer | runtime error | syntax error | timeout | empty |",
+        "|---|---|---|---|---|---|---|---|---|",
+        "| base | 0 | 32 | 2 | 2 | 0 | 3 | 0 | 3 |",
+        "| base | 0 | 64 | 4 | 2 | 0 | 3 | 0 | 1 |",
+        "| xdlm | 0.1 | 32 | 2 | 2 | 0 | 3 | 0 | 3 |",
+        "| xdlm | 0.1 | 64 | 4 | 2 | 0 | 3 | 0 | 1 |",
+    ]) in table
+    assert table in capsys.readouterr().out
+    assert png_height(tmp_path / "grid.png") == 2 * 3 * 120  # a row of score panels, a row of bars; 3 in at 120 dpi
+
+
+def test_score_is_the_task_metric_not_an_outcome_count(tmp_path):
+    entry = {"alias": "paper_mbpp", "passed,none": 3, "wrong_answer,none": 7, "runtime_error,none": 0,
+             "syntax_error,none": 0, "timeout,none": 0, "empty,none": 0, "pass_at_1,none": 0.3}
+    (tmp_path / "results_1.json").write_text(json.dumps({"results": {"paper_mbpp": entry}}))
+    assert read_scores(str(tmp_path), ["paper_mbpp"]) == {"paper_mbpp": pytest.approx(30.0)}

@@ -250,3 +250,56 @@ def test_simple_evaluate_with_scripted_generations_gives_opencompass_scores(fixt
     # BBH: OpenCompass's summary is the plain mean over subtasks (2/3, not the row mean 1/2).
     assert out["paper_fixture_bbh"]["accuracy,none"] == pytest.approx(mean(bbh_subtasks))
     assert mean(bbh_subtasks) != pytest.approx(mean(sum((row_scores[t] for t in SCRIPT if "bbh" in t), [])))
+
+
+def test_bbh_option_letter_needs_no_closing_parenthesis():
+    # bbh_mcq_postprocess searches r"\(([A-Z])\)*": the ")" may be missing; without "(X)" it takes the first capital.
+    assert paper.postprocess("paper_bbh_snarks", "So the answer is Option (B, I think.") == "B"
+    assert paper.score("paper_bbh_snarks", {"input": "", "target": "(B)"}, "So the answer is Option (B, I think") == 1.0
+    assert paper.postprocess("paper_bbh_snarks", "So the answer is Option B, I think.") == "O"
+
+
+# Generations for MBPP fixture row 0 (sum_squares), one of each outcome (as OpenCompass would count it: pass,
+# wrong_answer, or "failed" split by why). Every early end of a wrong solution fails, as in OpenCompass, where the
+# program runs by exec() (so a main block is skipped) and any exception, SystemExit included, is a failure.
+WRONG_SUM_SQUARES = "def sum_squares(nums):\n    return sum(nums)\n"
+MBPP_OUTCOMES = [
+    ("def sum_squares(nums):\n    return sum(n * n for n in nums)\n[DONE]", "passed"),
+    (WRONG_SUM_SQUARES + "[DONE]", "wrong_answer"),
+    ("def sum_squares(nums):\n    return nums.squares()\n[DONE]", "runtime_error"),
+    ("def sum_squares(nums)\n    return 0\n[DONE]", "syntax_error"),
+    ("[BEGIN]\n '' \n[DONE]", "empty"),
+    (WRONG_SUM_SQUARES + "import sys\nsys.exit(0)\n[DONE]", "runtime_error"),
+    (WRONG_SUM_SQUARES + "import os\nos._exit(0)\n[DONE]", "runtime_error"),
+    (WRONG_SUM_SQUARES + "raise SystemExit\n[DONE]", "runtime_error"),
+    ("import atexit, os\natexit.register(os._exit, 0)\n" + WRONG_SUM_SQUARES + "[DONE]", "wrong_answer"),
+    (WRONG_SUM_SQUARES + "if __name__ == '__main__':\n    exit()\n[DONE]", "wrong_answer"),  # the block is skipped
+]
+
+
+def test_code_outcome_names_what_became_of_each_program(allow_code):
+    row = rows("mbpp")[0]
+    assert [paper.code_outcome("paper_mbpp", row, text) for text, _ in MBPP_OUTCOMES] == [o for _, o in MBPP_OUTCOMES]
+    assert [paper.score("paper_mbpp", row, text) for text, _ in MBPP_OUTCOMES] == [
+        float(o == "passed") for _, o in MBPP_OUTCOMES]
+
+
+def test_humaneval_program_gets_the_authors_3_s_limit(allow_code):
+    slow_but_right = "    import time\n    time.sleep(1.75)\n    return a + b\n"  # check() calls it twice: 3.5 s
+    assert paper.code_outcome("paper_humaneval", rows("humaneval")[0], slow_but_right) == "timeout"
+
+
+def test_mbpp_failure_breakdown_reaches_lm_eval_results_and_the_grid(fixture_manager, monkeypatch, tmp_path):
+    from llada_xdlm.evaluation.paper_grid import read_outcomes, read_scores
+
+    monkeypatch.setenv("HF_ALLOW_CODE_EVAL", "1")
+    prompts = recorded("prompts")["paper_mbpp"]
+    replies = {sha256(prompts[0]): WRONG_SUM_SQUARES + "[DONE]",  # wrong answer
+               sha256(prompts[1]): "def odd_keys(d)\n    return 1\n[DONE]",  # syntax error
+               sha256(prompts[2]): "def reverse_words(s):\n    return ' '.join(reversed(s.split()))\n[DONE]"}
+    out = simple_evaluate(model=ScriptedLM(replies), tasks=["paper_fixture_mbpp"], task_manager=fixture_manager,
+                          confirm_run_unsafe_code=True, bootstrap_iters=0)  # fmt: skip
+    (tmp_path / "results_2026-01-01T00-00-00.json").write_text(json.dumps(out, default=str))  # as lm-eval saves it
+    assert read_outcomes(str(tmp_path), ["paper_fixture_mbpp"]) == {"paper_fixture_mbpp": {
+        "passed": 1, "wrong_answer": 1, "runtime_error": 0, "syntax_error": 1, "timeout": 0, "empty": 0}}
+    assert read_scores(str(tmp_path), ["paper_fixture_mbpp"]) == {"paper_fixture_mbpp": pytest.approx(100 / 3)}

@@ -320,7 +320,7 @@ def test_program_sees_a_clean_environment_its_own_processes_and_a_private_temp_d
 import os, sys
 assert set(os.environ) <= {{'PATH', 'HOME', 'TMPDIR', 'LANG', 'LC_CTYPE', 'PWD'}}, os.environ
 assert sys.flags.isolated == 1
-assert sorted(p for p in os.listdir('/proc') if p.isdigit()) == ['1', '2']  # bwrap's init and the program
+assert sorted(p for p in os.listdir('/proc') if p.isdigit()) == ['1']  # the program is the sandbox's only process
 assert os.getcwd() == os.environ['HOME'] == {code_exec.WORKDIR!r}
 open('scratch.txt', 'w').write('x')
 for path in ['/x', '/usr/x', '/tmp/x', '/dev/shm/x', '/proc/x']:
@@ -352,17 +352,97 @@ for limit, value in expected.items():
     assert result.passed, result.stderr
 
 
+def test_no_process_can_trace_or_touch_another_and_every_process_has_the_limits(allow_code):
+    """A program that could ptrace a process without the limits (bwrap's reaper, if there were one) could make it
+    allocate or write past them: ptrace and process_vm_readv / writev fail with EPERM, even on itself or on a PID
+    that does not exist (ESRCH without the filter), and every process in the sandbox carries the limits."""
+    program = f"""
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+libc.process_vm_readv.argtypes = libc.process_vm_writev.argtypes = [
+    ctypes.c_int, ctypes.c_void_p, ctypes.c_ulong, ctypes.c_void_p, ctypes.c_ulong, ctypes.c_ulong]
+
+class IoVec(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+
+source, target = ctypes.create_string_buffer(b"secret", 8), ctypes.create_string_buffer(8)
+local, remote = IoVec(ctypes.addressof(target), 8), IoVec(ctypes.addressof(source), 8)
+iovecs = (ctypes.byref(local), 1, ctypes.byref(remote), 1)  # copy `source` into `target`
+pids = [int(p) for p in os.listdir('/proc') if p.isdigit()]
+attempts = {{
+    'ptrace(TRACEME)': lambda: libc.ptrace(0, 0, None, None),
+    **{{f'ptrace(ATTACH, {{pid}})': lambda pid=pid: libc.ptrace(16, pid, None, None) for pid in pids + [99999]}},
+    'process_vm_readv(self)': lambda: libc.process_vm_readv(os.getpid(), *iovecs, 0),
+    'process_vm_writev(self)': lambda: libc.process_vm_writev(os.getpid(), *iovecs, 0),
+}}
+for name, attempt in attempts.items():
+    ctypes.set_errno(0)
+    assert (attempt(), ctypes.get_errno()) == (-1, 1), (name, ctypes.get_errno())
+assert target.value == b''
+limits = {{'Max address space': 256 * 2 ** 20, 'Max file size': {code_exec.FILE_BYTES}, 'Max cpu time': 4}}
+for pid in pids:
+    lines = open(f'/proc/{{pid}}/limits').read().splitlines()
+    for name, value in limits.items():
+        (line,) = [line for line in lines if line.startswith(name)]
+        assert line.split()[-3:-1] == [str(value)] * 2, (pid, line)
+"""
+    result = run_program(program, timeout=3.5, memory_mb=256)
+    assert result.passed, result.stderr
+
+
 def test_memory_file_size_and_process_limits_stop_a_program(allow_code):
     memory, big_file, subprocess_run, threads = run_programs([
-        "x = bytearray(8 * 1024 ** 3)\n",
+        "x = bytearray(400 * 2 ** 20)\n",  # fits the default 1024 MiB, not the 256 asked for
         "open('big', 'wb').write(bytes(17 * 2 ** 20))\n",
         "import subprocess\nsubprocess.run(['true'])\n",
         "import threading\nt = threading.Thread(target=print)\nt.start()\nt.join()\n",
-    ], memory_mb=512)
+    ], memory_mb=256)
     assert memory.status == "failed" and "MemoryError" in memory.stderr
     assert big_file.status == "failed"  # SIGXFSZ
     assert subprocess_run.status == "failed" and "PermissionError" in subprocess_run.stderr
     assert threads.passed, threads.stderr  # threads are allowed
+
+
+# A wrong solution (add subtracts) ended before its tests fail, in each way a program can end early; the atexit
+# hook turns the failed assert's exit status into 0.
+ADD_WRONG, ADD_RIGHT = "def add(a, b):\n    return a - b\n", "def add(a, b):\n    return a + b\n"
+ADD_TESTS = "assert add(2, 3) == 5\n"
+EARLY_EXITS = {
+    "sys.exit(0)": (ADD_WRONG + "import sys\nsys.exit(0)\n" + ADD_TESTS, "SystemExit"),
+    "os._exit(0)": (ADD_WRONG + "import os\nos._exit(0)\n" + ADD_TESTS, None),
+    "raise SystemExit": (ADD_WRONG + "raise SystemExit\n" + ADD_TESTS, "SystemExit"),
+    "atexit hook": ("import atexit, os\natexit.register(os._exit, 0)\n" + ADD_WRONG + ADD_TESTS, "AssertionError"),
+    "exit() in a main block": (ADD_WRONG + "if __name__ == '__main__':\n    print(add(1, 1))\n    exit()\n" + ADD_TESTS,
+                               "SystemExit"),
+}
+
+
+def test_a_wrong_solution_that_ends_the_process_early_fails(allow_code):
+    results = run_programs([program for program, _ in EARLY_EXITS.values()] + [ADD_RIGHT + ADD_TESTS])
+    assert [(r.status, r.error) for r in results] == [("failed", error) for _, error in EARLY_EXITS.values()] + [
+        ("passed", None)], [r.stderr for r in results]
+
+
+def test_the_end_marker_is_nowhere_the_program_can_read_it(allow_code, monkeypatch):
+    marker = secrets.token_hex(16)
+    monkeypatch.setattr(code_exec.secrets, "token_hex", lambda nbytes: marker)
+    program = f"""
+import os
+marker = {marker[::-1]!r}[::-1].encode()  # not in the program's own text
+seen = [open('/proc/self/' + name, 'rb').read() for name in ('cmdline', 'environ')]
+seen += [open(name, 'rb').read() for name in os.listdir('.')]
+for fd in os.listdir('/proc/self/fd'):
+    try:
+        seen.append(os.pread(int(fd), 1 << 20, 0))
+    except OSError:
+        pass
+import __main__
+seen += [value for value in vars(__main__).values() if isinstance(value, bytes)]  # the bootstrap's globals
+assert not any(marker in data for data in seen)
+"""
+    result = run_program(program)
+    assert result.passed, result.stderr
 
 
 def test_sandbox_dies_with_its_evaluator(tmp_path):
@@ -415,10 +495,12 @@ def test_no_sandbox_opt_in_runs_without_isolation_and_warns(allow_code, monkeypa
     monkeypatch.setenv(code_exec.NO_SANDBOX_ENV, "1")
     code_exec._warn_unsandboxed.cache_clear()
     with caplog.at_level(logging.WARNING, logger=code_exec.__name__):
-        right, wrong, all_processes = run_programs([
+        right, wrong, ends_early, all_processes = run_programs([
             MBPP_SOLUTION + MBPP_TESTS,
             MBPP_WRONG + MBPP_TESTS,
+            EARLY_EXITS["os._exit(0)"][0],
             "import os\nassert len([p for p in os.listdir('/proc') if p.isdigit()]) > 2\n",
         ])
-    assert right.passed and wrong.status == "failed" and all_processes.passed, all_processes.stderr
+    assert right.passed and wrong.status == "failed" and ends_early.status == "failed"
+    assert all_processes.passed, all_processes.stderr
     assert "WITHOUT a sandbox" in caplog.text

@@ -5,7 +5,7 @@ Importing it refuses to go on unless HF_ALLOW_CODE_EVAL=1, so a code task stops 
 """
 
 from llada_xdlm.evaluation.code_exec import check_code_eval_allowed
-from llada_xdlm.evaluation.paper import build_prompt, score
+from llada_xdlm.evaluation.paper import CODE_OUTCOMES, build_prompt, code_outcome, score
 
 check_code_eval_allowed()
 
@@ -15,7 +15,14 @@ def mbpp_prompt(doc: dict) -> str:
 
 
 def mbpp_results(doc: dict, results: list[str]) -> dict:
-    return {"pass_at_1": score("paper_mbpp", doc, results[0])}
+    """pass@1, and for the failure breakdown a 1 under the row's outcome (code_outcome) and 0 under the others."""
+    outcome = code_outcome("paper_mbpp", doc, results[0])
+    return {"pass_at_1": float(outcome == "passed"), **{name: int(outcome == name) for name in CODE_OUTCOMES}}
+
+
+def count(values: list[int]) -> int:
+    """lm-eval aggregation of an outcome: the number of rows that had it."""
+    return sum(values)
 
 
 def humaneval_prompt(doc: dict) -> str:

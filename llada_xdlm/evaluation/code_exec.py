@@ -1,13 +1,14 @@
 """Run model-written Python programs for pass@k, each in a kernel sandbox (bubblewrap).
 
 Every program runs as `python -I program.py` under bwrap, in its own user, PID, network, mount, IPC and UTS
-namespaces with no capabilities. Its file system holds only the system's programs and libraries and this Python
-installation, read-only, a fresh /proc of its own PID namespace (no process of ours is visible) and a private
-64 MiB working directory in memory. Its environment holds only PATH / HOME / TMPDIR / LANG (and PWD). A seccomp
-filter refuses to create processes (threads are allowed); the program sets limits it cannot raise again on its
+namespaces with no capabilities, as the namespace's only process (PID 1: bwrap installs no reaper). Its file
+system holds only the system's programs and libraries and this Python installation, read-only, a fresh /proc of its
+own PID namespace (no process of ours is visible) and a private 64 MiB working directory in memory. Its environment
+holds only PATH / HOME / TMPDIR / LANG (and PWD). A seccomp filter refuses to create processes (threads are
+allowed) and to trace or touch another process's memory; the program sets limits it cannot raise again on its
 memory, CPU time and file size before its first line runs. Its stderr goes to an anonymous file, so output is bounded by
-the file-size limit, and only its tail is read back. A timeout kills the sandbox's PID 1, and with it everything
-the program is running; the sandbox also dies with the evaluator.
+the file-size limit, and only its tail is read back. A timeout kills the program, and with it the sandbox; the
+sandbox also dies with the evaluator.
 
 Where bwrap cannot create the sandbox, nothing runs: check_code_eval_allowed() says what is missing and how to
 fix it. Setting XDLM_CODE_EVAL_NO_SANDBOX=1 runs programs without isolation instead (plain subprocesses with the
@@ -19,6 +20,7 @@ import json
 import logging
 import os
 import platform
+import secrets
 import select
 import shutil
 import signal
@@ -38,16 +40,38 @@ WORKDIR_BYTES = 64 * 1024 * 1024
 FILE_BYTES = 16 * 1024 * 1024  # largest file a program may write; its stderr counts as one
 STDERR_BYTES = 2000  # tail of stderr kept in ExecResult
 
-# Runs first in the program's interpreter: hard limits, which a process without privileges cannot raise again,
-# then the program from its own file (so tracebacks show its line numbers) in a fresh __main__ namespace.
+# Runs first in the program's interpreter: hard limits, which a process without privileges cannot raise again; the
+# run's end marker, read from its file, which is then closed, into a local variable (so the program finds it in
+# none of its files, nor in the __main__ module); then the program from its own file (so tracebacks show its line
+# numbers) in a fresh __main__ namespace. The marker goes to the end file only when the program ran to its end; an
+# exception, SystemExit included, writes its class name there instead and goes on as usual (traceback, exit
+# status). os._exit, a signal or a timeout leave the end file empty.
 _BOOTSTRAP = """\
-import resource
+import os, resource
 for _limit, _value in ((resource.RLIMIT_AS, {memory}), (resource.RLIMIT_CPU, {cpu}),
                        (resource.RLIMIT_FSIZE, {fsize}), (resource.RLIMIT_CORE, 0)):
     resource.setrlimit(_limit, (_value, _value))
-with open("program.py", encoding="utf-8") as _f:
-    _source = _f.read()
-exec(compile(_source, "program.py", "exec"), {{"__name__": "__main__"}})
+
+
+def _run_to_the_end(marker_fd, end_fd):
+    marker = os.read(marker_fd, 64)
+    os.close(marker_fd)
+
+    def report(data):
+        os.ftruncate(end_fd, 0)  # whatever the program wrote there
+        os.pwrite(end_fd, data, 0)
+
+    with open("program.py", encoding="utf-8") as f:
+        source = f.read()
+    try:
+        exec(compile(source, "program.py", "exec"), {{"__name__": "__main__"}})
+    except BaseException as error:
+        report(type(error).__name__.encode())
+        raise
+    report(marker)
+
+
+_run_to_the_end({marker_fd}, {end_fd})
 """
 
 
@@ -57,10 +81,13 @@ class SandboxUnavailableError(RuntimeError):
 
 @dataclass(frozen=True)
 class ExecResult:
-    """Outcome of one program: status is "passed", "failed" (exception / non-zero exit) or "timeout"."""
+    """Outcome of one program. status: "passed" (it ran to its end, past its last line, in time), "failed" or
+    "timeout". error: the class name of the exception that ended it (e.g. "AssertionError", "SyntaxError",
+    "SystemExit"), or None (passed, timed out, or ended without one: os._exit, a signal)."""
 
     status: str
     stderr: str
+    error: str | None = None
 
     @property
     def passed(self) -> bool:
@@ -170,9 +197,10 @@ _EPERM, _ENOSYS = 0x00050000 | 1, 0x00050000 | 38  # SECCOMP_RET_ERRNO | errno
 _CLONE_THREAD = 0x00010000
 # machine: (AUDIT_ARCH_*, {syscall: number}); aarch64 has no fork / vfork system calls.
 _SYSCALLS = {
-    "x86_64": (0xC000003E, {"clone": 56, "fork": 57, "vfork": 58, "add_key": 248, "request_key": 249,
-                            "keyctl": 250, "clone3": 435}),
-    "aarch64": (0xC00000B7, {"add_key": 217, "request_key": 218, "keyctl": 219, "clone": 220, "clone3": 435}),
+    "x86_64": (0xC000003E, {"clone": 56, "fork": 57, "vfork": 58, "ptrace": 101, "add_key": 248, "request_key": 249,
+                            "keyctl": 250, "process_vm_readv": 310, "process_vm_writev": 311, "clone3": 435}),
+    "aarch64": (0xC00000B7, {"ptrace": 117, "add_key": 217, "request_key": 218, "keyctl": 219, "clone": 220,
+                             "process_vm_readv": 270, "process_vm_writev": 271, "clone3": 435}),
 }
 
 
@@ -181,7 +209,8 @@ def _seccomp_filter() -> bytes:
     """A seccomp program for the sandbox. New processes are refused: fork / vfork / clone without CLONE_THREAD
     fail with EPERM, clone3 with ENOSYS (its flags sit in memory a filter cannot read; the C library then falls
     back to clone); threads are allowed. The kernel keyrings are refused (EPERM): namespaces do not hide the
-    evaluator's session keyring. System calls of another ABI (x32, 32-bit) kill the process."""
+    evaluator's session keyring. So are ptrace and process_vm_readv / process_vm_writev (EPERM): no process may
+    read, write or steer another. System calls of another ABI (x32, 32-bit) kill the process."""
     machine = platform.machine()
     if machine not in _SYSCALLS:
         raise SandboxUnavailableError(f"No seccomp filter for this machine ({machine!r}); known: {list(_SYSCALLS)}. "
@@ -195,7 +224,7 @@ def _seccomp_filter() -> bytes:
     if machine == "x86_64":
         program += [op(_JGE, 0x40000000, 0, 1), op(_RET, _KILL_PROCESS)]  # x32 numbers have bit 30 set
     refused = {"fork": _EPERM, "vfork": _EPERM, "add_key": _EPERM, "request_key": _EPERM, "keyctl": _EPERM,
-               "clone3": _ENOSYS}
+               "ptrace": _EPERM, "process_vm_readv": _EPERM, "process_vm_writev": _EPERM, "clone3": _ENOSYS}
     for name, action in refused.items():
         if name in nr:
             program += [op(_JEQ, nr[name], 0, 1), op(_RET, action)]
@@ -233,7 +262,8 @@ def _sandbox_args(bwrap: str, program_fd: int, seccomp_fd: int, info_fd: int, bo
     env = {"PATH": os.defpath, "HOME": WORKDIR, "TMPDIR": WORKDIR, "LANG": "C.UTF-8"}
     return [
         bwrap,
-        "--unshare-all", "--unshare-user", "--disable-userns", "--cap-drop", "ALL",
+        # --as-pid-1: the program is the sandbox's first and only process (no bwrap reaper without its limits).
+        "--unshare-all", "--unshare-user", "--disable-userns", "--cap-drop", "ALL", "--as-pid-1",
         "--die-with-parent", "--new-session", "--info-fd", str(info_fd), "--seccomp", str(seccomp_fd),
         *_system_mounts(),
         # Both read-only (below): when the evaluator runs as root, the program is root in its user namespace and
@@ -282,47 +312,70 @@ def _sandbox_init(info_fd: int) -> int | None:
 
 
 def _run(bwrap: str | None, program: str, timeout: float, memory_mb: int) -> ExecResult:
-    """One program under bwrap (or, with bwrap None, in a plain subprocess); stderr to an anonymous file."""
-    bootstrap = _BOOTSTRAP.format(memory=memory_mb * 1024 * 1024, cpu=int(timeout) + 1, fsize=FILE_BYTES)
-    with tempfile.TemporaryFile() as stderr:
-        if bwrap is None:
-            return _run_unsandboxed(program, bootstrap, timeout, stderr)
-        program_fd = _memfd("program.py", program.encode("utf-8"))
-        seccomp_fd = _memfd("seccomp", _seccomp_filter())
-        info_read, info_write = os.pipe()
-        try:
-            proc = subprocess.Popen(
-                _sandbox_args(bwrap, program_fd, seccomp_fd, info_write, bootstrap),
-                env={},  # the sandbox's PID 1 is a bwrap process, and its /proc/1/environ is readable inside
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=stderr,
-                pass_fds=(program_fd, seccomp_fd, info_write),
-                start_new_session=True,
-            )
-        except OSError:
-            os.close(info_read)
-            raise
-        finally:
-            for fd in (program_fd, seccomp_fd, info_write):
-                os.close(fd)
-        init = _sandbox_init(info_read)
-        try:
-            if not _exited_in_time(proc, timeout):
-                # Killing PID 1 of a PID namespace kills every process in it; bwrap exits once all are gone.
-                if init is not None:
-                    signal.pidfd_send_signal(init, signal.SIGKILL)
-                else:
-                    proc.kill()
-                proc.wait()
-                return ExecResult("timeout", _read_tail(stderr))
-        finally:
+    """One program under bwrap (or, with bwrap None, in a plain subprocess); stderr to an anonymous file. The end
+    marker (random per run) goes in through one memory file and, once the program ran to its end, out through
+    another, empty until then (so a run that never started cannot pass)."""
+    marker = secrets.token_hex(16).encode()
+    marker_fd, end_fd = _memfd("marker", marker), _memfd("end", b"")
+    try:
+        bootstrap = _BOOTSTRAP.format(memory=memory_mb * 1024 * 1024, cpu=int(timeout) + 1, fsize=FILE_BYTES,
+                                      marker_fd=marker_fd, end_fd=end_fd)
+        with tempfile.TemporaryFile() as stderr:
+            if bwrap is None:
+                in_time = _run_unsandboxed(program, bootstrap, timeout, stderr, (marker_fd, end_fd))
+            else:
+                in_time = _run_sandboxed(bwrap, program, bootstrap, timeout, stderr, (marker_fd, end_fd))
+            stderr_tail = _read_tail(stderr)
+        end = os.pread(end_fd, 256, 0)
+    finally:
+        os.close(marker_fd)
+        os.close(end_fd)
+    if not in_time:
+        return ExecResult("timeout", stderr_tail)
+    if end == marker:
+        return ExecResult("passed", stderr_tail)
+    return ExecResult("failed", stderr_tail, end.decode("utf-8", "replace") or None)
+
+
+def _run_sandboxed(bwrap: str, program: str, bootstrap: str, timeout: float, stderr, end_fds: tuple) -> bool:
+    """Run the bootstrap under bwrap; whether it ended within `timeout` s (else it is killed)."""
+    program_fd = _memfd("program.py", program.encode("utf-8"))
+    seccomp_fd = _memfd("seccomp", _seccomp_filter())
+    info_read, info_write = os.pipe()
+    try:
+        proc = subprocess.Popen(
+            _sandbox_args(bwrap, program_fd, seccomp_fd, info_write, bootstrap),
+            env={},  # nothing of ours for bwrap to pass on
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            pass_fds=(program_fd, seccomp_fd, info_write, *end_fds),
+            start_new_session=True,
+        )
+    except OSError:
+        os.close(info_read)
+        raise
+    finally:
+        for fd in (program_fd, seccomp_fd, info_write):
+            os.close(fd)
+    init = _sandbox_init(info_read)
+    try:
+        if not _exited_in_time(proc, timeout):
+            # Killing PID 1 of a PID namespace kills every process in it; bwrap exits once all are gone.
             if init is not None:
-                os.close(init)
-        return ExecResult("passed" if proc.returncode == 0 else "failed", _read_tail(stderr))
+                signal.pidfd_send_signal(init, signal.SIGKILL)
+            else:
+                proc.kill()
+            proc.wait()
+            return False
+    finally:
+        if init is not None:
+            os.close(init)
+    return True
 
 
-def _run_unsandboxed(program: str, bootstrap: str, timeout: float, stderr) -> ExecResult:
+def _run_unsandboxed(program: str, bootstrap: str, timeout: float, stderr, end_fds: tuple) -> bool:
+    """Run the bootstrap in a plain subprocess; whether it ended within `timeout` s (else it is killed)."""
     with tempfile.TemporaryDirectory(prefix="xdlm_exec_") as workdir:
         with open(os.path.join(workdir, "program.py"), "w", encoding="utf-8") as f:
             f.write(program)
@@ -333,17 +386,21 @@ def _run_unsandboxed(program: str, bootstrap: str, timeout: float, stderr) -> Ex
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=stderr,
+            pass_fds=end_fds,
             start_new_session=True,  # own process group: the timeout kills what the program started, if it stayed
         )
         if not _exited_in_time(proc, timeout):
             os.killpg(proc.pid, signal.SIGKILL)  # the leader is not reaped yet, so its group id is still ours
             proc.wait()
-            return ExecResult("timeout", _read_tail(stderr))
-        return ExecResult("passed" if proc.returncode == 0 else "failed", _read_tail(stderr))
+            return False
+        return True
 
 
 def run_program(program: str, timeout: float = 10.0, memory_mb: int = 1024) -> ExecResult:
-    """Run one program (e.g. a solution followed by its asserts); passed = it exits with status 0 in time."""
+    """Run one program (e.g. a solution followed by its asserts); passed = it ran past its last line in time.
+
+    Ending early is a failure, whatever the exit status: sys.exit / raise SystemExit (also in an
+    `if __name__ == "__main__":` block), os._exit, or an exception hidden by an atexit hook that exits with 0."""
     check_code_eval_allowed()
     if timeout <= 0 or memory_mb <= 0:
         raise ValueError(f"timeout={timeout} and memory_mb={memory_mb} must be positive.")

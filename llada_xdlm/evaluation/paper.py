@@ -117,9 +117,10 @@ _MBPP_CODE_PATTERNS = [
 
 # Runs a program as OpenCompass's MBPP and HumanEval evaluators do: exec() in a fresh namespace (so `__name__` is
 # "builtins" and `if __name__ == "__main__":` blocks are skipped), stdin/stdout/stderr swapped for a write-only
-# buffer whose reads raise, and any exception, SystemExit included, counted as a failure.
+# buffer whose reads raise. Any exception, SystemExit included, goes on to run_program, which counts it as a
+# failure (and names it), as OpenCompass does; so does ending the process early (os._exit).
 _EXEC_AS_OPENCOMPASS = '''\
-import io, sys, traceback
+import io, sys
 
 
 class _WriteOnly(io.StringIO):
@@ -136,9 +137,8 @@ def _run(source):
     sys.stdin = sys.stdout = sys.stderr = _WriteOnly()
     try:
         exec(source, {})
-    except BaseException:
-        sys.__stderr__.write(traceback.format_exc())
-        raise SystemExit(1)
+    finally:  # so that the traceback of an exception is printed
+        sys.stdin, sys.stdout, sys.stderr = sys.__stdin__, sys.__stdout__, sys.__stderr__
 
 
 '''
@@ -146,6 +146,12 @@ def _run(source):
 # Execution time limits of the authors' evaluators, in seconds: MBPP 10 s less the 1 s it keeps for itself,
 # HumanEval human-eval's 3 s.
 _TIMEOUTS = {"paper_mbpp": 9.0, "paper_humaneval": 3.0}
+
+# What became of a code generation (code_outcome): OpenCompass's MBPP categories pass / wrong_answer / timeout /
+# failed, with "failed" split by the exception that ended the program (or the lack of a program).
+CODE_OUTCOMES = ("passed", "wrong_answer", "runtime_error", "syntax_error", "timeout", "empty")
+_OUTCOME_OF_ERROR = {"AssertionError": "wrong_answer", "SyntaxError": "syntax_error",
+                     "IndentationError": "syntax_error", "TabError": "syntax_error"}
 
 
 def _benchmark(task: str) -> str:
@@ -432,28 +438,46 @@ def postprocess(task: str, text: str) -> str:
     return _bbh_free_form(text)
 
 
-def _passes(program: str, timeout: float) -> bool:
-    """Whether the program runs without an exception within `timeout` seconds, run as OpenCompass runs it."""
-    return run_program(_EXEC_AS_OPENCOMPASS + f"_run({program!r})\n", timeout=timeout).passed
+def code_outcome(task: str, doc: dict, text: str) -> str:
+    """What became of an MBPP or HumanEval generation, one of CODE_OUTCOMES: "passed" (the row's tests ran to their
+    end), else "empty" (no code extracted), "syntax_error", "wrong_answer" (an assertion failed), "timeout", or
+    "runtime_error" (any other exception, SystemExit included, or the process ending early). The program runs as
+    OpenCompass runs it (an empty one too, as there), in the sandbox (only with HF_ALLOW_CODE_EVAL=1).
+
+    OpenCompass quirk (MBPP): the program gets the row's tests but not its test_setup_code.
+    """
+    benchmark = _benchmark(task)
+    if benchmark not in _TIMEOUTS:
+        raise ValueError(f"{task} runs no program: code_outcome takes paper_mbpp or paper_humaneval.")
+    _check_columns(benchmark, doc)
+    answer = postprocess(task, text)
+    if benchmark == "paper_mbpp":
+        program = answer + "\n" + "\n".join(doc["test_list"])
+    else:
+        program = doc["prompt"] + answer + "\n" + doc["test"] + "\n" + f"check({doc['entry_point']})"
+    result = run_program(_EXEC_AS_OPENCOMPASS + f"_run({program!r})\n", timeout=_TIMEOUTS[benchmark])
+    if result.passed:
+        return "passed"
+    if not answer.strip():
+        return "empty"
+    if result.status == "timeout":
+        return "timeout"
+    return _OUTCOME_OF_ERROR.get(result.error, "runtime_error")
 
 
 def score(task: str, doc: dict, text: str) -> float:
     """The row's score as OpenCompass computes it, 1.0 or 0.0, for a generation (decoded span, nothing cut yet).
 
-    MBPP and HumanEval run the program (only with HF_ALLOW_CODE_EVAL=1). OpenCompass quirk (MBPP): the program
-    gets the row's tests but not its test_setup_code.
+    MBPP and HumanEval run the program (code_outcome; only with HF_ALLOW_CODE_EVAL=1).
     """
     benchmark = _benchmark(task)
     _check_columns(benchmark, doc)
+    if benchmark in _TIMEOUTS:
+        return float(code_outcome(task, doc, text) == "passed")
     if benchmark == "paper_math":
         return float(_math_correct(_cut_at_stop_word(task, text), doc["solution"]))
     answer = postprocess(task, text)
-    if benchmark == "paper_mbpp":
-        correct = _passes(answer + "\n" + "\n".join(doc["test_list"]), _TIMEOUTS[benchmark])
-    elif benchmark == "paper_humaneval":
-        program = doc["prompt"] + answer + "\n" + doc["test"] + "\n" + f"check({doc['entry_point']})"
-        correct = _passes(program, _TIMEOUTS[benchmark])
-    elif benchmark == "paper_gsm8k":
+    if benchmark == "paper_gsm8k":
         correct = _gsm8k_correct(answer, doc["answer"])
     elif task.removeprefix("paper_bbh_") in BBH_MULTIPLE_CHOICE:
         correct = answer == _bbh_choice(doc["target"])

@@ -10,7 +10,8 @@ with their prompts and scoring (`llada_xdlm.evaluation.paper`, tasks in eval/pap
 lm-eval model in mode "paper" in a subprocess: `accelerate launch` over all visible GPUs when there are several
 (lm-eval shards the requests), plain python otherwise. A finished cell leaves `cells/<row>/steps<S>/<task>.json`;
 a rerun skips it, so a killed grid resumes where it stopped. The table (`grid.md`) and the plot (`grid.png`) put
-the paper's published numbers beside ours where known (stars in the plot).
+the paper's published numbers beside ours where known (stars in the plot), and show MBPP's failure breakdown: per
+cell, its rows passed / wrong answer / runtime error / syntax error / timeout / empty (also in the cell's JSON).
 """
 
 import argparse
@@ -23,6 +24,8 @@ import sys
 import time
 from dataclasses import dataclass
 
+from .paper import CODE_OUTCOMES
+
 PAPER_STEPS = (32, 64, 128, 256)
 PAPER_TASKS = ("paper_mbpp", "paper_gsm8k", "paper_humaneval", "paper_math", "paper_bbh")
 TASK_TITLES = {"paper_mbpp": "MBPP", "paper_gsm8k": "GSM8K", "paper_humaneval": "HumanEval", "paper_math": "MATH",
@@ -30,6 +33,8 @@ TASK_TITLES = {"paper_mbpp": "MBPP", "paper_gsm8k": "GSM8K", "paper_humaneval": 
 EVAL_TASKS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                               "eval", "paper")
 BASE = "GSAI-ML/LLaDA-8B-Base"
+OUTCOME_TITLES = {"passed": "passed", "wrong_answer": "wrong answer", "runtime_error": "runtime error",
+                  "syntax_error": "syntax error", "timeout": "timeout", "empty": "empty"}
 
 
 @dataclass(frozen=True)
@@ -108,22 +113,40 @@ def lm_eval_command(row: GridRow, steps: int, tasks: list[str], run_dir: str, mo
     return command
 
 
-def read_scores(run_dir: str, tasks: list[str]) -> dict[str, float]:
-    """Each task's score in percent from the newest lm-eval results file under run_dir (a group's aggregate for
-    a group task): its first metric that is not a standard error."""
+def _task_results(run_dir: str, tasks: list[str]) -> dict[str, dict]:
+    """Each task's entry in the newest lm-eval results file under run_dir (a group's aggregate for a group task)."""
     files = glob.glob(os.path.join(run_dir, "**", "results_*.json"), recursive=True)
     if not files:
         raise RuntimeError(f"lm-eval wrote no results_*.json under {run_dir}; see its output above.")
     with open(max(files, key=os.path.getmtime), encoding="utf-8") as f:
         results = json.load(f)
-    scores = {}
+    entries = {}
     for task in tasks:
-        entry = results.get("groups", {}).get(task) or results["results"].get(task)
-        if entry is None:
+        entries[task] = results.get("groups", {}).get(task) or results["results"].get(task)
+        if entries[task] is None:
             raise RuntimeError(f"task {task} is missing from lm-eval's results in {run_dir}.")
-        metric = next(k for k, v in entry.items() if "," in k and "_stderr" not in k and isinstance(v, (int, float)))
+    return entries
+
+
+def read_scores(run_dir: str, tasks: list[str]) -> dict[str, float]:
+    """Each task's score in percent from the newest lm-eval results under run_dir: its first metric that is
+    neither a standard error nor an outcome count of the failure breakdown."""
+    scores = {}
+    for task, entry in _task_results(run_dir, tasks).items():
+        metric = next(k for k, v in entry.items() if "," in k and "_stderr" not in k and isinstance(v, (int, float))
+                      and k.split(",")[0] not in CODE_OUTCOMES)
         scores[task] = 100.0 * entry[metric]
     return scores
+
+
+def read_outcomes(run_dir: str, tasks: list[str]) -> dict[str, dict[str, int]]:
+    """The failure breakdown of the tasks that report one (paper_mbpp): {task: {outcome: rows}}, CODE_OUTCOMES."""
+    breakdowns = {}
+    for task, entry in _task_results(run_dir, tasks).items():
+        counts = {name: entry.get(f"{name},none") for name in CODE_OUTCOMES}
+        if all(isinstance(count, (int, float)) for count in counts.values()):
+            breakdowns[task] = {name: int(count) for name, count in counts.items()}
+    return breakdowns
 
 
 def read_speed(run_dir: str) -> dict[str, float]:
@@ -156,12 +179,15 @@ def run_grid(rows: list[GridRow], steps_list, tasks, output: str, model_args: di
             subprocess.run(command, env=env, check=True)
             seconds = time.time() - start
             speed = read_speed(run_dir)
+            outcomes = read_outcomes(run_dir, missing)
             for task, score in read_scores(run_dir, missing).items():
                 path = cell_path(output, row, steps, task)
                 os.makedirs(os.path.dirname(path), exist_ok=True)
                 record = {"row": row.name, "pretrained": row.pretrained, "k1": row.k1, "steps": steps,
                           "task": task, "score": score, "seconds": seconds, "tasks_in_run": missing,
                           "run_dir": run_dir, **speed}
+                if task in outcomes:
+                    record["outcomes"] = outcomes[task]
                 with open(path + ".tmp", "w", encoding="utf-8") as f:
                     json.dump(record, f, indent=1)
                 os.replace(path + ".tmp", path)  # a cell exists only once complete
@@ -197,6 +223,34 @@ def scores_of(cells: dict) -> dict:
             for row, tasks in cells.items()}
 
 
+def outcomes_of(cells: dict) -> dict:
+    """{task: {row name: {steps: {outcome: rows}}}} over the cells that hold a failure breakdown."""
+    outcomes: dict = {}
+    for row, tasks in cells.items():
+        for task, by_steps in tasks.items():
+            for steps, cell in by_steps.items():
+                if "outcomes" in cell:
+                    outcomes.setdefault(task, {}).setdefault(row, {})[steps] = cell["outcomes"]
+    return outcomes
+
+
+def outcome_table(outcomes: dict, rows, steps_list) -> str:
+    """Per task with a failure breakdown: one line per (model, steps), the number of rows of each outcome."""
+    lines = []
+    for task, by_row in outcomes.items():
+        lines += [f"{TASK_TITLES.get(task, task)}: rows by outcome", "",
+                  "| model | k1 | steps | " + " | ".join(OUTCOME_TITLES[o] for o in CODE_OUTCOMES) + " |",
+                  "|" + "---|" * (3 + len(CODE_OUTCOMES))]
+        for row in rows:
+            for steps in steps_list:
+                counts = by_row.get(row.name, {}).get(steps)
+                if counts is not None:
+                    lines.append(f"| {row.name} | {row.k1:g} | {steps} | "
+                                 + " | ".join(str(counts[o]) for o in CODE_OUTCOMES) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def speed_table(cells: dict, rows, steps_list) -> str:
     """Tokens per forward and tokens/s per (model, steps), from the runs' generation statistics."""
     lines = ["| model | steps | tokens / forward | tokens / s |", "|---|---|---|---|"]
@@ -229,15 +283,19 @@ def markdown_table(scores: dict, rows, steps_list, tasks) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(scores: dict, rows, steps_list, tasks, path: str) -> None:
-    """Score vs steps, one line per model, one panel per task; the paper's points as stars."""
+def plot(scores: dict, outcomes: dict, rows, steps_list, tasks, path: str) -> None:
+    """Score vs steps, one line per model, one panel per task, the paper's points as stars; below them, for each
+    task with a failure breakdown, a stacked bar of its rows by outcome per (model, steps)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(tasks), figsize=(3.2 * len(tasks), 3.0), squeeze=False)
-    for ax, task in zip(axes[0], tasks):
+    broken_down = [task for task in tasks if task in outcomes]
+    fig = plt.figure(figsize=(3.2 * len(tasks), 3.0 * (1 + bool(broken_down))))
+    layout = fig.add_gridspec(1 + bool(broken_down), len(tasks))
+    axes = [fig.add_subplot(layout[0, i]) for i in range(len(tasks))]
+    for ax, task in zip(axes, tasks):
         for i, row in enumerate(rows):
             color = f"C{i}"
             points = sorted(scores.get(row.name, {}).get(task, {}).items())
@@ -251,8 +309,23 @@ def plot(scores: dict, rows, steps_list, tasks, path: str) -> None:
         ax.set_xticks(list(steps_list), [str(s) for s in steps_list])
         ax.set_title(TASK_TITLES.get(task, task))
         ax.set_xlabel("sampling steps")
-    axes[0][0].set_ylabel("score (%)")
-    axes[0][-1].legend(fontsize=7, loc="best")
+    axes[0].set_ylabel("score (%)")
+    axes[-1].legend(fontsize=7, loc="best")
+    if broken_down:
+        bottom_row = layout[1, :].subgridspec(1, len(broken_down))
+        for j, task in enumerate(broken_down):
+            ax = fig.add_subplot(bottom_row[0, j])
+            bars = [(f"{row.name} s{steps}", counts) for row in rows for steps in steps_list
+                    if (counts := outcomes[task].get(row.name, {}).get(steps)) is not None]
+            stacked = [0] * len(bars)
+            for k, outcome in enumerate(CODE_OUTCOMES):
+                heights = [counts[outcome] for _, counts in bars]
+                ax.bar(range(len(bars)), heights, bottom=stacked, color=f"C{k}", label=OUTCOME_TITLES[outcome])
+                stacked = [b + h for b, h in zip(stacked, heights)]
+            ax.set_xticks(range(len(bars)), [label for label, _ in bars], rotation=45, ha="right", fontsize=7)
+            ax.set_ylabel("rows")
+            ax.set_title(f"{TASK_TITLES.get(task, task)}: rows by outcome")
+            ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -287,11 +360,11 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     launcher = shlex.split(args.launcher) if args.launcher else None
     cells = run_grid(rows, args.steps, args.tasks, args.output, model_args,
                      [EVAL_TASKS_DIR, *args.include_path], launcher, args.limit)
-    scores = scores_of(cells)
+    scores, outcomes = scores_of(cells), outcomes_of(cells)
     table = markdown_table(scores, rows, args.steps, args.tasks) + "\nGeneration speed (per lm-eval run):\n\n" + \
-        speed_table(cells, rows, args.steps)
+        speed_table(cells, rows, args.steps) + "\n" + outcome_table(outcomes, rows, args.steps)
     with open(os.path.join(args.output, "grid.md"), "w", encoding="utf-8") as f:
         f.write(table)
-    plot(scores, rows, args.steps, args.tasks, os.path.join(args.output, "grid.png"))
+    plot(scores, outcomes, rows, args.steps, args.tasks, os.path.join(args.output, "grid.png"))
     print(table)
     print(f"[paper grid] wrote {os.path.join(args.output, 'grid.md')} and grid.png")

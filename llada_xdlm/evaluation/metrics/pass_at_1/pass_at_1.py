@@ -28,7 +28,7 @@ Args:
     memory_mb: address-space limit per program in MiB (default 1024).
     num_workers: programs run at once (default min(4, CPU count)).
 Returns:
-    {"pass@1": fraction of programs that exit cleanly in time}
+    {"pass@1": fraction of programs that run past their last line in time (ending early fails, even with status 0)}
 """
 
 
