@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+from huggingface_hub.utils import HFValidationError, validate_repo_id
 from transformers import AutoModel, AutoTokenizer
 
 from .modeling import LLaDAConfig, LLaDAModelLM
@@ -166,8 +167,6 @@ lm_eval --model xdlm --model_args pretrained={repo_id},steps=32,gen_length=256,b
 
 def is_hub_id(name: str) -> bool:
     """Whether `name` can only be a Hub repo id (`org/name` or `name`), not a local path."""
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
     if Path(name).exists():
         return False
     try:

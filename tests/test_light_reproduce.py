@@ -156,11 +156,14 @@ def table_row(markdown: str, name: str, k1: float) -> list[str]:
 SETTINGS = [(sampler, n) for sampler in reproduce.SAMPLERS for n in (4, 16)]  # the few-step settings: 4 of them
 
 
+def stat(mean_std: tuple[float, float]) -> dict:
+    return dict(mean=mean_std[0], std=mean_std[1])
+
+
 def hand_results(bounds: dict[float, tuple], gen: dict[float, list[tuple]] | None = None,
                  fid: dict[float, list[tuple]] | None = None) -> dict:
     """results.json's shape with the given (mean, std): PPL bound per k1; Gen-PPL per k1 and SETTINGS (default 50 +-
     1 everywhere); digits FID per k1 at 4 and 16 steps."""
-    stat = lambda mean_std: dict(mean=mean_std[0], std=mean_std[1])  # noqa: E731
     gen = gen or {}
     summary = {str(k1): dict(k1=k1, ppl_bound=stat(bound),
                              gen={s: {str(n): dict(gen_ppl=stat(v)) for (sampler, n), v in
