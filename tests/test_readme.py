@@ -146,7 +146,8 @@ def written_paths(command: list[str]) -> list[str]:
 def test_readme_commands_shown_cover_the_quickstart_and_the_gpu_check():
     commands = [" ".join(c) for c in shown_commands()]
     assert "xdlm train recipes/quickstart.yaml" in commands
-    assert "xdlm push --model outputs/quickstart --repo you/xdlm-quickstart --dry_run --out staged/quickstart" in commands
+    assert ("xdlm push --model outputs/quickstart --repo you/xdlm-quickstart --dry_run --out staged/quickstart"
+            in commands)
     assert "xdlm check-gpu gpu_check_tiny --tiny" in commands and "xdlm check-gpu gpu_check" in commands
     assert "python3 -m venv .venv" in commands
     assert "xdlm paper-grid --output results/grid --xdlm PATH" in commands
