@@ -3,6 +3,9 @@
     xdlm push --model outputs/llada-xdlm --repo you/LLaDA-8B-XDLM
     xdlm push ... --dry_run --out staged/   # stage the folder only (inspect it before uploading)
 
+Everything in the staging folder is uploaded, so it must be new or empty, and apart from the model folder (staging
+rewrites config.json): anything else is refused before a file is written.
+
 The model card is written from what the checkpoint records: config.json (objective, k1, schedule), recipe.yaml (base
 model or from scratch, data) and trainer_state.json (optimizer steps, tokens seen). Flags fill in only what a
 checkpoint does not record (a folder saved by other software); one that contradicts the checkpoint is an error.
@@ -20,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+from huggingface_hub.utils import HFValidationError, validate_repo_id
 from transformers import AutoModel, AutoTokenizer
 
 from .modeling import LLaDAConfig, LLaDAModelLM
@@ -112,7 +116,7 @@ def model_card(repo_id: str, facts: CardFacts, k1: float) -> str:
         training = f"{facts.steps} optimizer steps" + (f", {facts.tokens:,} tokens" if facts.tokens else "")
     sampler = ", ".join(f"{k} {v}" for k, v in facts.sampling.items()) if facts.sampling else "the sampler's own"
     header = ["library_name: transformers", "tags: [llada, diffusion-language-model, xdlm, llada-xdlm]"]
-    if facts.base_model and not Path(facts.base_model).exists():
+    if facts.base_model and is_hub_id(facts.base_model):  # the Hub links the model to it; a local path means nothing
         header.insert(1, f"base_model: {facts.base_model}")
     return f"""---
 {chr(10).join(header)}
@@ -139,6 +143,13 @@ tokenizer = AutoTokenizer.from_pretrained("{repo_id}", trust_remote_code=True)
 
 ## Sample in 32 steps
 
+The model loads with transformers alone; the few-step sampler `generate` comes from the llada-xdlm toolkit, which is
+not on PyPI. Install it from a checkout of its source (torch first):
+
+```bash
+pip install torch && pip install -e .
+```
+
 ```python
 from llada_xdlm import generate
 ids = tokenizer(["Question: what is 7 * 6?\\nAnswer:"], return_tensors="pt").input_ids
@@ -152,6 +163,38 @@ print(tokenizer.batch_decode(out[:, ids.shape[1]:], skip_special_tokens=True))
 lm_eval --model xdlm --model_args pretrained={repo_id},steps=32,gen_length=256,block_length=256 --tasks gsm8k
 ```
 """
+
+
+def is_hub_id(name: str) -> bool:
+    """Whether `name` can only be a Hub repo id (`org/name` or `name`), not a local path."""
+    if Path(name).exists():
+        return False
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return True
+
+
+def check_staging_folder(model_path: str | Path, out_dir: str | Path) -> None:
+    """Refuse a staging folder whose files would end up in the upload or that would overwrite the model's: it must
+    be new or empty, and neither be the model folder nor lie inside it or contain it."""
+    model, out = Path(model_path).resolve(), Path(out_dir).resolve()
+    fix = "give a new or empty folder outside the model folder"
+    if out == model:
+        raise ValueError(f"the staging folder {out_dir} is the model folder itself: staging rewrites its config.json "
+                         f"and uploads everything in it; {fix}.")
+    if model in out.parents:
+        raise ValueError(f"the staging folder {out_dir} lies inside the model folder {model_path}; {fix}.")
+    if out in model.parents:
+        raise ValueError(f"the staging folder {out_dir} contains the model folder {model_path}; {fix}.")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"the staging folder {out_dir} is a file; {fix}.")
+    if out.is_dir() and any(out.iterdir()):
+        names = sorted(p.name for p in out.iterdir())
+        raise ValueError(f"the staging folder {out_dir} is not empty ({len(names)} entries: "
+                         f"{', '.join(names[:3])}{', ...' if len(names) > 3 else ''}) and everything in it would be "
+                         f"uploaded; {fix}.")
 
 
 @contextmanager
@@ -168,7 +211,8 @@ def remote_code():
 
 def stage_for_hub(model_path: str, out_dir: str | Path, repo_id: str, flags: CardFacts | None = None) -> Path:
     """Write model (with remote code), tokenizer and a README.md model card into out_dir. The card states what the
-    checkpoint records; `flags` may only add to it (a contradiction is an error)."""
+    checkpoint records; `flags` may only add to it (a contradiction is an error). out_dir must be new or empty."""
+    check_staging_folder(model_path, out_dir)
     facts = merge_facts(recorded_facts(model_path), flags or CardFacts())
     if facts.k1 is not None and not 0.0 <= facts.k1 <= 1.0:
         raise ValueError(f"k1={facts.k1} must lie in [0, 1].")
@@ -207,11 +251,16 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     parser.add_argument("--train_tokens", type=int, default=None, help="only where there is no trainer_state.json")
     parser.add_argument("--private", action="store_true")
     parser.add_argument("--dry_run", action="store_true", help="stage into --out (or a temp dir) and stop")
-    parser.add_argument("--out", default=None, help="staging folder (default: a temporary directory)")
+    parser.add_argument("--out", default=None, help="staging folder, new or empty (default: a temporary directory)")
     args = parser.parse_args(argv)
 
     flags = CardFacts(args.base_model, args.objective, args.k1, args.schedule, args.dataset, args.train_steps,
                       args.train_tokens)
+    if args.out:
+        try:
+            check_staging_folder(args.model, args.out)
+        except ValueError as error:
+            parser.error(str(error))
     out = args.out or tempfile.mkdtemp(prefix="llada-xdlm-hub-")
     folder = stage_for_hub(args.model, out, args.repo, flags)
     print(f"staged {sorted(p.name for p in folder.iterdir())} in {folder}")

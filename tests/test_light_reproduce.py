@@ -1,6 +1,7 @@
 """`xdlm reproduce-small`: the character-level data path (printable ASCII, one id per character), the context
 gate (a model trained for a smoke budget beats the unigram baseline on that text), seeds that really differ, and
-the whole pipeline at toy size with its table's mean +- std recomputed from the per-seed runs."""
+the whole pipeline at toy size with its table's mean +- std recomputed from the per-seed runs, and the
+verdicts on the paper's claims from hand-made seed statistics."""
 
 import json
 import math
@@ -145,3 +146,87 @@ def table_row(markdown: str, name: str, k1: float) -> list[str]:
     """The cells of the markdown table row of model `name` at `k1`."""
     line = next(line for line in markdown.splitlines() if line.startswith(f"| {name} | {k1:g} |"))
     return [cell.strip() for cell in line.strip().strip("|").split("|")]
+
+
+# ---- verdicts, from hand-made seed statistics ------------------------------------------------------------------
+# A difference is clear when the means are further apart than the SUM of the two seed stds; a claim over several
+# settings is supported when most settings are clearly better and none clearly worse. Each expected verdict below is
+# worked out by hand in its comment.
+
+SETTINGS = [(sampler, n) for sampler in reproduce.SAMPLERS for n in (4, 16)]  # the few-step settings: 4 of them
+
+
+def stat(mean_std: tuple[float, float]) -> dict:
+    return dict(mean=mean_std[0], std=mean_std[1])
+
+
+def hand_results(bounds: dict[float, tuple], gen: dict[float, list[tuple]] | None = None,
+                 fid: dict[float, list[tuple]] | None = None) -> dict:
+    """results.json's shape with the given (mean, std): PPL bound per k1; Gen-PPL per k1 and SETTINGS (default 50 +-
+    1 everywhere); digits FID per k1 at 4 and 16 steps."""
+    gen = gen or {}
+    summary = {str(k1): dict(k1=k1, ppl_bound=stat(bound),
+                             gen={s: {str(n): dict(gen_ppl=stat(v)) for (sampler, n), v in
+                                      zip(SETTINGS, gen.get(k1, [(50.0, 1.0)] * 4)) if sampler == s}
+                                  for s in reproduce.SAMPLERS})
+               for k1, bound in bounds.items()}
+    results = dict(settings=dict(gen_steps=[4, 16], fid_steps=[4, 16]), text=dict(summary=summary))
+    if fid:
+        results["digits"] = dict(summary={str(k1): dict(k1=k1, fid={str(n): stat(v) for n, v in zip((4, 16), values)})
+                                          for k1, values in fid.items()})
+    return results
+
+
+def verdict_of(results: dict, claim: str) -> str:
+    return next(v["verdict"] for v in reproduce.verdicts(results) if v["claim"] == claim)
+
+
+@pytest.mark.parametrize("bounds, expected", [
+    # XDLM 16.0 +- 0.2 vs UDLM 16.8 +- 0.7: 0.8 apart < 0.2 + 0.7 = 0.9, within noise (apart by more than the
+    # larger std 0.7 alone, so a check against max(std) would call it clear)
+    ({0.0: (15.5, 0.3), 0.1: (16.0, 0.2), 1.0: (16.8, 0.7)}, "cannot decide"),
+    # 1.0 apart > 0.9: clearly ahead of UDLM, and 0.5 from MDLM < 0.8 from UDLM: nearer MDLM
+    ({0.0: (15.5, 0.3), 0.1: (16.0, 0.2), 1.0: (17.0, 0.7)}, "supports"),
+    # XDLM clearly behind UDLM: 18.0 vs 16.5, 1.5 apart > 0.4
+    ({0.0: (15.0, 0.2), 0.1: (18.0, 0.2), 1.0: (16.5, 0.2)}, "contradicts"),
+    # clearly ahead of UDLM (1.5 apart > 0.4) but 6 from MDLM, 1.5 from UDLM: not within reach of MDLM
+    ({0.0: (10.0, 0.2), 0.1: (16.0, 0.2), 1.0: (17.5, 0.2)}, "contradicts"),
+])
+def test_likelihood_verdict_needs_xdlm_clearly_ahead_of_udlm_and_nearer_mdlm(bounds, expected):
+    results = hand_results(bounds)
+    assert verdict_of(results, "likelihood") == expected
+    # zero-shot PPL: the sign of UDLM - XDLM when clear, whatever the distance to MDLM
+    clear = abs(bounds[0.1][0] - bounds[1.0][0]) > bounds[0.1][1] + bounds[1.0][1]
+    ahead = bounds[0.1][0] < bounds[1.0][0]
+    assert verdict_of(results, "zero-shot PPL") == ("supports" if clear and ahead else "contradicts" if clear
+                                                    else "cannot decide")
+
+
+BOUNDS = {0.0: (15.0, 0.2), 0.1: (16.0, 0.2), 1.0: (18.0, 0.2)}
+
+
+@pytest.mark.parametrize("xdlm, expected", [
+    # Gen-PPL per setting, MDLM at 50 +- 1 everywhere; XDLM at 45 +- 1 is clearly better (5 > 2), 55 clearly worse,
+    # 51 within noise (1 < 2)
+    ([45, 45, 45, 45], "supports"),  # 4 of 4 clearly better
+    ([45, 45, 45, 51], "supports"),  # 3 of 4 clearly better, none clearly worse
+    ([45, 45, 45, 55], "cannot decide"),  # 3 clearly better, but 1 clearly worse
+    ([55, 55, 55, 45], "cannot decide"),  # 3 clearly worse, but 1 clearly better
+    ([55, 55, 55, 51], "contradicts"),  # 3 clearly worse, none clearly better
+    ([45, 45, 51, 51], "cannot decide"),  # 2 of 4 clearly better: not most settings
+    ([51, 49, 51, 49], "cannot decide"),  # all within noise
+])
+def test_few_step_verdict_counts_clear_wins_and_clear_losses(xdlm, expected):
+    results = hand_results(BOUNDS, gen={0.0: [(50.0, 1.0)] * 4, 0.1: [(float(v), 1.0) for v in xdlm]})
+    assert verdict_of(results, "few-step generation") == expected
+
+
+@pytest.mark.parametrize("xdlm, mdlm, expected", [
+    ([(56.0, 1.0), (40.0, 1.0)], [(61.0, 3.0), (45.0, 3.0)], "supports"),  # 5 apart > 4 at both step counts
+    ([(56.0, 1.0), (40.0, 1.0)], [(60.0, 3.0), (45.0, 3.0)], "cannot decide"),  # 4 apart is not > 4: one of two clear
+    ([(56.0, 1.0), (50.0, 1.0)], [(61.0, 3.0), (45.0, 3.0)], "cannot decide"),  # one clearly better, one worse
+    ([(66.0, 1.0), (50.0, 1.0)], [(61.0, 3.0), (45.0, 3.0)], "contradicts"),  # both clearly worse
+])
+def test_images_verdict_compares_fid_at_every_step_count(xdlm, mdlm, expected):
+    results = hand_results(BOUNDS, fid={0.0: mdlm, 0.1: xdlm})
+    assert verdict_of(results, "images") == expected

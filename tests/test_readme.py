@@ -6,15 +6,21 @@ Two documented departures from the text:
 - `xdlm` is `python -m llada_xdlm` of this checkout (a shim first on PATH), whether or not the console script is
   installed.
 A block that cannot run here (the Hub, GPUs, installing packages) is preceded by `<!-- not run: reason -->`.
+Whatever README's commands (and docs/gpu.md's GPU check) write inside the repository is ignored by git.
 """
 
+import configparser
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
+
+from llada_xdlm.cli import COMMANDS
 
 REPO = Path(__file__).resolve().parents[1]
 FENCE = re.compile(r"(?:<!-- not run: (?P<reason>[^>]*?) -->\n)?```(?P<lang>\w*)\n(?P<code>.*?)```", re.S)
@@ -65,3 +71,98 @@ def test_readme_commands_and_python_run_on_the_quickstart_model(tmp_path):
     assert not unused, f"README no longer contains {sorted(unused)}: update SHORTENED"
     assert (tmp_path / "outputs" / "quickstart" / "model.safetensors").is_file()
     assert (tmp_path / "staged" / "quickstart" / "README.md").is_file()
+
+
+# ---- what the README's commands leave in the repository ------------------------------------------------------------
+
+OUTPUT_OPTIONS = ("--out", "--output", "--output_dir", "--work_dir", "--output_path")  # every command's output flag
+
+
+def shown_commands() -> list[list[str]]:
+    """Every command README.md shows, in ```bash blocks (run or not) and in `inline code` starting with xdlm, and the
+    commands of docs/gpu.md's blocks (the GPU check), as argument lists."""
+    lines = []
+    for doc in (REPO / "README.md", REPO / "docs" / "gpu.md"):
+        text = doc.read_text()
+        for block in re.findall(r"```bash\n(.*?)```", text, re.S):
+            lines += block.replace("\\\n", " ").splitlines()
+        if doc.name == "README.md":
+            lines += re.findall(r"`(xdlm [^`]+)`", text)
+    commands = []
+    for line in lines:
+        words = shlex.split(line, comments=True)
+        command = []
+        for word in words + ["&&"]:
+            if word in ("&&", ";", "||", "|"):
+                if command:
+                    commands.append(command)
+                command = []
+            else:
+                command.append(word)
+    return commands
+
+
+def placeholder(word: str) -> bool:
+    return re.fullmatch(r"[A-Z_]+(\.yaml)?", word) is not None
+
+
+def written_paths(command: list[str]) -> list[str]:
+    """What a command writes inside the folder it runs in, relative to it; a trailing / marks a folder."""
+    def option(name: str) -> str | None:
+        return command[command.index(name) + 1] if name in command else None
+
+    program, *args = command
+    if program in ("python", "python3") and args[:2] == ["-m", "venv"]:
+        return [args[2] + "/"]
+    if program in ("python", "python3") and args[:2] == ["-m", "pytest"]:
+        return [".pytest_cache/"]
+    if program == "pip" and args[:2] == ["install", "-e"]:
+        setup = configparser.ConfigParser()
+        setup.read(REPO / "setup.cfg")
+        return [setup["metadata"]["name"].replace("-", "_") + ".egg-info/", "build/"]
+    if program != "xdlm" or not args or args[0].startswith("-"):
+        return []
+    name, args = args[0], args[1:]
+    if placeholder(name) or (name == "train" and placeholder(args[0])):  # `xdlm COMMAND --help`, `xdlm train RECIPE`
+        return []
+    assert name in COMMANDS, f"README shows `xdlm {name}`, which is no command"
+    given = [option(o) for o in OUTPUT_OPTIONS if option(o)]
+    if name == "train":
+        recipe = yaml.safe_load((REPO / args[0]).read_text())
+        return [(given or [recipe["output_dir"]])[0] + "/"] + ([recipe["pretokenized_dir"] + "/"]
+                                                              if recipe.get("pretokenized_dir") else [])
+    if name == "check-gpu":
+        return [args[0] + "/"]
+    if name == "reproduce-small":  # it also rewrites the tracked docs/small_scale.md and plots: its purpose
+        return [(given or ["outputs/reproduce_small_" + ("smoke" if "--smoke" in args else "full")])[0] + "/"]
+    if name == "plot-trajectory":
+        prefix = (given or ["trajectory"])[0]
+        return [prefix + ".html", prefix + ".png"]
+    if name in ("sample", "ppl", "gen-ppl", "fid"):  # a JSON file, only where --output is given
+        return given
+    return [path + "/" for path in given]  # push, paper-grid, prepare-images, eval: a folder where given
+
+
+def test_readme_commands_shown_cover_the_quickstart_and_the_gpu_check():
+    commands = [" ".join(c) for c in shown_commands()]
+    assert "xdlm train recipes/quickstart.yaml" in commands
+    assert ("xdlm push --model outputs/quickstart --repo you/xdlm-quickstart --dry_run --out staged/quickstart"
+            in commands)
+    assert "xdlm check-gpu gpu_check_tiny --tiny" in commands and "xdlm check-gpu gpu_check" in commands
+    assert "python3 -m venv .venv" in commands
+    assert "xdlm paper-grid --output results/grid --xdlm PATH" in commands
+
+
+def test_git_ignores_everything_the_readme_commands_write():
+    """`git status` stays clean after README's commands: each path they write inside the repository is ignored (a
+    file inside a written folder stands for the folder), and no tracked file lies there."""
+    written = sorted({path for command in shown_commands() for path in written_paths(command)})
+    assert {"outputs/quickstart/", "staged/quickstart/", "gpu_check_tiny/", "gpu_check/", "results/grid/",
+            ".venv/"} <= set(written)
+    probes = [path + "gpu_report.json" if path.endswith("/") else path for path in written]
+    ignored = subprocess.run(["git", "check-ignore", "--stdin"], cwd=REPO, input="\n".join(probes), text=True,
+                             capture_output=True)
+    assert ignored.returncode in (0, 1), f"git check-ignore failed (run from a git checkout): {ignored.stderr}"
+    assert sorted(set(probes) - set(ignored.stdout.splitlines())) == []
+    tracked = subprocess.run(["git", "ls-files", *written], cwd=REPO, text=True, capture_output=True, check=True)
+    assert tracked.stdout == ""

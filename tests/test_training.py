@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -17,7 +18,7 @@ from transformers import PreTrainedTokenizerFast, TrainingArguments
 import llada_xdlm.diffusion as diffusion
 from llada_xdlm import LLaDAConfig, LLaDAModelLM
 from llada_xdlm.training.args import DataArguments, DiffusionArguments, ModelArguments, parse_recipe
-from llada_xdlm.training.data import XDLMCollator, build_dataset, load_raw
+from llada_xdlm.training.data import MAP_BATCH, XDLMCollator, build_dataset, load_raw, pack_fn
 from llada_xdlm.training.train import add_lora, main
 from llada_xdlm.training.trainer import XDLMTrainer
 
@@ -139,16 +140,39 @@ def test_packing_appends_eos_and_fills_blocks(tiny_tokenizer, corpus_texts):
     assert flat == stream[: len(flat)]
 
 
-def test_random_length_trick_is_seeded_and_cuts_some_blocks(tiny_tokenizer, corpus_texts):
-    data_args = DataArguments(data_files=["x.jsonl"], block_size=32, random_length_prob=0.3)
+def test_random_length_trick_cuts_blocks_as_seed_and_row_draw_them(tiny_tokenizer, corpus_texts):
+    """Each packed block is cut, with probability random_length_prob, to a length uniform in [1, block_size], drawn
+    from a generator seeded by (seed, the map batch's first row): expected cuts drawn here from that rule. A cut
+    only shortens a block (same start, nothing moved or dropped); another seed or another row cuts elsewhere."""
+    assert len(corpus_texts) < MAP_BATCH  # one map batch, starting at row 0
     raw = Dataset.from_list([{"text": t} for t in corpus_texts])
-    build = lambda seed, train: build_dataset(  # noqa: E731
-        raw, tiny_tokenizer, data_args, tiny_tokenizer.mask_token_id, seed, "train", train=train
-    )["input_ids"]
-    lengths = [len(b) for b in build(0, True)]
-    assert 0.15 < sum(n < 32 for n in lengths) / len(lengths) < 0.45 and min(lengths) >= 1
-    assert build(0, True) == build(0, True)
-    assert all(len(b) == 32 for b in build(0, False))  # validation blocks are never cut
+
+    def build(seed: int, prob: float, train: bool = True) -> list[list[int]]:
+        data_args = DataArguments(data_files=["x.jsonl"], block_size=32, random_length_prob=prob)
+        return build_dataset(raw, tiny_tokenizer, data_args, tiny_tokenizer.mask_token_id, seed, "train",
+                             train=train)["input_ids"]
+
+    whole = build(0, 0.0)
+    cuts = {}
+    for seed in (0, 1):
+        blocks = build(seed, 0.3)
+        assert len(blocks) == len(whole) and all(b == w[: len(b)] for b, w in zip(blocks, whole))
+        rng = np.random.default_rng([seed, 0])
+        cut, length = rng.random(len(whole)) < 0.3, rng.integers(1, 33, len(whole))
+        cuts[seed] = [len(b) for b in blocks]
+        assert cuts[seed] == [int(n) if c else 32 for c, n in zip(cut, length)]
+        assert 0.15 < sum(n < 32 for n in cuts[seed]) / len(whole) < 0.45
+    assert cuts[0] != cuts[1]  # another seed, other cuts
+    assert build(0, 0.3) == build(0, 0.3)
+    assert build(0, 0.3, train=False) == whole  # validation blocks are never cut
+
+    # the same documents packed at another row index (a later map batch) are cut elsewhere
+    pack = pack_fn(tiny_tokenizer, 32, "text", tiny_tokenizer.mask_token_id, 0.3, seed=0)
+    first = pack({"text": corpus_texts}, list(range(len(corpus_texts))))["input_ids"]
+    later = pack({"text": corpus_texts}, list(range(MAP_BATCH, MAP_BATCH + len(corpus_texts))))["input_ids"]
+    assert first == build(0, 0.3)
+    assert [len(b) for b in later] != [len(b) for b in first]
+    assert all(b == w[: len(b)] for b, w in zip(later, whole))
 
 
 def test_streaming_and_map_style_give_the_same_blocks(tiny_tokenizer):
