@@ -2,8 +2,9 @@
 
 Order matters for ZeRO-3: TrainingArguments (which registers the DeepSpeed config) exist before the model is
 built, so `from_pretrained` / `_from_config` create the parameters already partitioned and an 8B model never sits
-whole in one process. Every input check runs before training starts; the recipe values, the output directory and
-the checkpoint to resume from are checked before any model or data is built.
+whole in one process. Every input check runs before training starts; the recipe values, the output directory (locked
+for the run's life), the checkpoint to resume from and the recipe it was trained with are checked before any model
+or data is built, and a run that already reached max_steps stops there having changed nothing.
 """
 
 import logging

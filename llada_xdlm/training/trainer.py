@@ -6,9 +6,10 @@ schedule weight; summed over counted tokens (labels != -100) and divided by the 
 whole optimizer step (`num_items_in_batch`: all gradient-accumulation micro-batches and all processes), so gradient
 accumulation and data parallelism give the same update as one big batch.
 
-Safety: checkpoints are saved under a temporary name with a manifest and renamed when complete (`checkpoints`); a
-streaming run saves its data loader's position and resumes from it instead of replaying the stream; the run stops at
-the first optimizer step whose loss or gradient norm is not finite (or skips up to `max_nonfinite_steps` of them).
+Safety: checkpoints and the final model are saved under a temporary name (with a manifest, for checkpoints) and
+moved into place when complete, so a full disk leaves the earlier ones intact (`checkpoints`); a streaming run saves
+each process's data loader position and resumes from it instead of replaying the stream; the run stops at the first
+optimizer step whose loss or gradient norm is not finite (or skips up to `max_nonfinite_steps` of them).
 """
 
 import logging
