@@ -635,3 +635,23 @@ def test_each_process_resumes_from_its_own_data_position(tmp_path, seen, monkeyp
 
     assert torch.equal(resume_as(0), batches[2])  # step 3
     assert torch.equal(resume_as(1), batches[4])  # step 5: process 1's own position
+
+
+def test_resuming_a_run_whose_final_save_failed_completes_it_from_the_last_checkpoint(
+    finished_run, tmp_path, nothing_built, capsys
+):
+    run = copy_run(finished_run, tmp_path)
+    for path in run.iterdir():  # as a full disk during the final save leaves it: the checkpoints only
+        if path.is_file():
+            path.unlink()
+    recipe = write_recipe(tmp_path, "run", **SAVING)
+    assert train.main([recipe, "--resume_from_checkpoint", "true"]) == {}
+    assert f"its final save was incomplete: {run} now holds the model of {run}/checkpoint-4" in capsys.readouterr().out
+    final = snapshot(run)
+    assert final["model.safetensors"] == final["checkpoint-4/model.safetensors"]
+    assert final["recipe.yaml"] == final["checkpoint-4/recipe.yaml"] and "config.json" in final
+    assert json.loads(final["trainer_state.json"])["global_step"] == 4
+    assert "optimizer.pt" not in final and "manifest.json" not in final
+    checkpoints.verify_checkpoint(str(run / "checkpoint-4"))  # the checkpoint is left as it was
+    train.main([recipe, "--resume_from_checkpoint", "true"])
+    assert "nothing to train, no file changed" in capsys.readouterr().out and snapshot(run) == final

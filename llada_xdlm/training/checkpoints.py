@@ -31,6 +31,9 @@ MANIFEST = "manifest.json"
 STAGING_PREFIX = "tmp-"
 CHECKPOINT = re.compile(r"^(?:tmp-)?checkpoint-(\d+)$")
 READ_CHUNK = 8 << 20  # bytes
+# A checkpoint's files that only resuming needs (the rest is the model as a final save writes it).
+RESUME_STATE = re.compile(r"^(optimizer\.pt|scheduler\.pt|scaler\.pt|rng_state.*\.pth|data_state_\d+\.pt|"
+                          r"manifest\.json|latest|zero_to_fp32\.py|global_step\d+)$")
 LOCK_FILE = ".run.lock"  # in output_dir while a run trains into it: the holder's pid and host
 LOW_SPACE = 64 << 20  # bytes: a write that fails with less free space than this ran out of it
 
@@ -280,3 +283,33 @@ def saving(staging: str, output_dir: str, what: str):
         )
         full.errno = errno.ENOSPC
         raise full from error
+
+
+def move_into(staged: str, output_dir: str) -> None:
+    """Move a completed final save from `staged` into output_dir, replacing the files of the same names;
+    trainer_state.json last, as it marks the run finished."""
+    for name in sorted(os.listdir(staged), key=lambda name: name == "trainer_state.json"):
+        target = os.path.join(output_dir, name)
+        if os.path.isdir(target):
+            shutil.rmtree(target)
+        os.replace(os.path.join(staged, name), target)
+    os.rmdir(staged)
+
+
+def final_model_from(checkpoint: str, output_dir: str) -> None:
+    """Complete the final save of a run that reached max_steps at `checkpoint` but stopped before (or while) writing
+    its model into output_dir: the checkpoint's model files, hard-linked (no extra space; checkpoint files are never
+    rewritten in place), moved in when all are there."""
+    staged = os.path.join(output_dir, STAGING_PREFIX + "model")
+    shutil.rmtree(staged, ignore_errors=True)
+    with saving(staged, output_dir, "the final model"):
+        ignore = lambda folder, names: [n for n in names if folder == checkpoint and RESUME_STATE.match(n)]  # noqa: E731
+        shutil.copytree(checkpoint, staged, copy_function=_link_or_copy, ignore=ignore)
+    move_into(staged, output_dir)
+
+
+def _link_or_copy(source: str, target: str) -> None:
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)

@@ -259,13 +259,7 @@ class XDLMTrainer(Trainer):
                 self.state.save_to_json(os.path.join(staged, "trainer_state.json"))
         self.accelerator.wait_for_everyone()
         if self.args.should_save:
-            names = sorted(os.listdir(staged), key=lambda name: name == "trainer_state.json")
-            for name in names:
-                target = os.path.join(output_dir, name)
-                if os.path.isdir(target):
-                    shutil.rmtree(target)
-                os.replace(os.path.join(staged, name), target)
-            os.rmdir(staged)
+            checkpoints.move_into(staged, output_dir)
         self.accelerator.wait_for_everyone()
 
     # ---- logging ----------------------------------------------------------------------------------------------
