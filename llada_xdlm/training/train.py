@@ -209,6 +209,21 @@ def finished_at(folder: str | None, training_args) -> int | None:
     return state["global_step"] if state["global_step"] >= target else None
 
 
+def report_finished(training_args, checkpoint: str | None, step: int) -> None:
+    """Say that the run has nothing left to train. If it is this output_dir's run and it stopped after `checkpoint`
+    but before its final save completed, complete that save from the checkpoint; otherwise no file changes."""
+    output_dir = training_args.output_dir
+    changed = "no file changed"
+    if checkpoint and checkpoints.resumes_in(training_args.resume_from_checkpoint, output_dir) and \
+            checkpoints.read_state(output_dir) is None:
+        changed = f"its final save was incomplete: {output_dir} now holds the model of {checkpoint}"
+        if training_args.process_index == 0:
+            checkpoints.final_model_from(checkpoint, output_dir)
+    if training_args.process_index == 0:
+        print(f"{checkpoint or output_dir}: already finished at step {step} (max_steps {training_args.max_steps}): "
+              f"nothing to train, {changed}. To train further, raise max_steps.", flush=True)
+
+
 def check_resumed_recipe(checkpoint: str, recipe: dict) -> list[str]:
     """Refuse to resume `checkpoint` with a recipe that changes what is trained (every key but RESUME_MAY_CHANGE);
     log the keys that may change and did. Returns the notes for the recipe file: the checkpoint's own, plus one for
@@ -270,19 +285,17 @@ def run(model_args: ModelArguments, data_args: DataArguments, diffusion_args: Di
     output_dir, resume = training_args.output_dir, training_args.resume_from_checkpoint
     checkpoints.check_output_dir(output_dir, resume, training_args.overwrite_output_dir,
                                  main_process=training_args.should_save)
-    # A finished run is not trained again (nor its final model replaced): resuming it changes no file. An explicit
-    # checkpoint is judged by its own step (one before max_steps trains again from there).
+    # A finished run is not trained again (nor its final model replaced). An explicit checkpoint is judged by its
+    # own step (one before max_steps trains again from there).
     done = finished_at(output_dir, training_args) if resume is True else None
-    if done is None:
-        # Every process verifies the checkpoint itself (the same files, the same verdict: no process waits on another).
-        resume = checkpoints.resolve_resume(resume, output_dir)
-        done = finished_at(resume, training_args)
-    else:
-        resume = None
     if done is not None:
-        if training_args.process_index == 0:
-            print(f"{resume or output_dir}: already finished at step {done} (max_steps {training_args.max_steps}): "
-                  "nothing to train, no file changed. To train further, raise max_steps.", flush=True)
+        report_finished(training_args, None, done)
+        return {}
+    # Every process verifies the checkpoint itself (the same files, the same verdict: no process waits on another).
+    resume = checkpoints.resolve_resume(resume, output_dir)
+    done = finished_at(resume, training_args)
+    if done is not None:
+        report_finished(training_args, resume, done)
         return {}
     notes = check_resumed_recipe(resume, recipe) if resume else []
 
