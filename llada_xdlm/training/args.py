@@ -423,7 +423,7 @@ def resolved_recipe(recipe: dict) -> dict:
     parser = recipe_parser()
     parser.set_defaults(**{k: v for k, v in recipe.items() if k != LAUNCHER_KEY})
     values = vars(parser.parse_args([]))  # string defaults go through each key's type, as command-line values do
-    for group in parser.dataclass_types[:3]:  # model, data, diffusion: cheap, and their __post_init__ normalises
+    for group in (ModelArguments, DataArguments, DiffusionArguments):  # cheap; their __post_init__ normalises
         instance = group(**{f.name: values[f.name] for f in fields(group) if f.init})
         values.update((f.name, getattr(instance, f.name)) for f in fields(group))
     values[LAUNCHER_KEY] = recipe.get(LAUNCHER_KEY)
