@@ -1,7 +1,9 @@
 """Runs and checkpoints are safe by default: recipe values are checked at parse time, an output_dir holding another
-run is refused, checkpoints are written under a temporary name with a manifest and renamed when complete, resume
-takes the newest complete checkpoint and verifies it, a non-finite loss or gradient norm stops the run, and a
-streaming run resumes from its saved data position without replaying it. Tiny runs through the real entry point."""
+run (or locked by a live one) is refused, checkpoints are written under a temporary name with a manifest and renamed
+when complete, resume takes the newest complete checkpoint and verifies it, refuses a changed recipe and does not
+train a finished run again, a full disk keeps the last good checkpoint and model, a non-finite loss or gradient norm
+stops the run, and a streaming run resumes from its saved data position without replaying it. Tiny runs through the
+real entry point."""
 
 import errno
 import json

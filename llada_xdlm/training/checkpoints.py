@@ -29,6 +29,7 @@ logger = logging.getLogger("llada_xdlm.train")
 
 MANIFEST = "manifest.json"
 STAGING_PREFIX = "tmp-"
+FINAL_STAGING = STAGING_PREFIX + "model"  # the final save, in output_dir until it is complete
 CHECKPOINT = re.compile(r"^(?:tmp-)?checkpoint-(\d+)$")
 READ_CHUNK = 8 << 20  # bytes
 # A checkpoint's files that only resuming needs (the rest is the model as a final save writes it).
@@ -300,7 +301,7 @@ def final_model_from(checkpoint: str, output_dir: str) -> None:
     """Complete the final save of a run that reached max_steps at `checkpoint` but stopped before (or while) writing
     its model into output_dir: the checkpoint's model files, hard-linked (no extra space; checkpoint files are never
     rewritten in place), moved in when all are there."""
-    staged = os.path.join(output_dir, STAGING_PREFIX + "model")
+    staged = os.path.join(output_dir, FINAL_STAGING)
     shutil.rmtree(staged, ignore_errors=True)
     with saving(staged, output_dir, "the final model"):
         ignore = lambda folder, names: [n for n in names if folder == checkpoint and RESUME_STATE.match(n)]  # noqa: E731

@@ -249,7 +249,7 @@ class XDLMTrainer(Trainer):
         `output_dir/tmp-model` and moved into output_dir when complete (trainer_state.json last: it marks the run
         finished). A full disk removes the partial save and leaves output_dir's earlier files as they were."""
         output_dir = self.args.output_dir
-        staged = os.path.join(output_dir, checkpoints.STAGING_PREFIX + "model")
+        staged = os.path.join(output_dir, checkpoints.FINAL_STAGING)
         if self.args.should_save and os.path.isdir(staged):
             shutil.rmtree(staged)  # a final save that a crash interrupted
         self.accelerator.wait_for_everyone()
