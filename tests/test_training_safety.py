@@ -1,28 +1,35 @@
 """Runs and checkpoints are safe by default: recipe values are checked at parse time, an output_dir holding another
-run is refused, checkpoints are written under a temporary name with a manifest and renamed when complete, resume
-takes the newest complete checkpoint and verifies it, a non-finite loss or gradient norm stops the run, and a
-streaming run resumes from its saved data position without replaying it. Tiny runs through the real entry point."""
+run (or locked by a live one) is refused, checkpoints are written under a temporary name with a manifest and renamed
+when complete, resume takes the newest complete checkpoint and verifies it, refuses a changed recipe and does not
+train a finished run again, a full disk keeps the last good checkpoint and model, a non-finite loss or gradient norm
+stops the run, and a streaming run resumes from its saved data position without replaying it. Tiny runs through the
+real entry point."""
 
+import errno
 import json
 import logging
+import math
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
-from transformers import Trainer
+from transformers import Trainer, modeling_utils
 
 from llada_xdlm.training import checkpoints, train
-from llada_xdlm.training.args import parse_recipe
+from llada_xdlm.training.args import parse_recipe, recipe_changes
 from llada_xdlm.training.data import XDLMCollator
 from llada_xdlm.training.pretokenize import load_pretokenized, pretokenize
 from llada_xdlm.training.trainer import XDLMTrainer
+from llada_xdlm.training.training_args import XDLMTrainingArguments
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_training import CORPUS, losses, write_recipe  # noqa: E402
+from test_training import CORPUS, TINY_RECIPE, losses, write_recipe  # noqa: E402
 
 
 @pytest.fixture
@@ -360,3 +367,293 @@ def test_missing_pretokenized_folder_says_which_command_writes_it(tmp_path):
     recipe = write_recipe(tmp_path, pretokenized_dir=str(tmp_path / "absent"))
     with pytest.raises(FileNotFoundError, match=r"run `xdlm pretokenize RECIPE.yaml` first"):
         train.main([recipe])
+
+
+# ---- one run per output_dir: a lock held for the run's life ---------------------------------------------------------
+
+# checkpoints.py loaded on its own: importing the package would cost the other process seconds.
+HOLD_LOCK = ("import importlib.util, sys\n"
+             f"spec = importlib.util.spec_from_file_location('checkpoints', {checkpoints.__file__!r})\n"
+             "module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module)\n"
+             "with module.run_lock(sys.argv[1]):\n    print('locked', flush=True)\n    sys.stdin.read()")
+
+
+def lock_holder(output_dir: Path) -> subprocess.Popen:
+    """Another process that holds output_dir's run lock until its stdin closes."""
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(output_dir)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline() == "locked\n"
+    return holder
+
+
+def test_a_second_run_into_a_locked_output_dir_stops_at_once_naming_the_folder_and_the_other_run(
+    tmp_path, nothing_built
+):
+    holder = lock_holder(tmp_path / "recipe")
+    try:
+        with pytest.raises(checkpoints.OutputDirInUse) as error:
+            train.main([write_recipe(tmp_path)])
+        message = str(error.value)
+        assert "\n" not in message
+        assert f"output_dir '{tmp_path / 'recipe'}' is in use by another run (pid {holder.pid} on " in message
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    assert holder.returncode == 0
+    assert not (tmp_path / "recipe" / checkpoints.LOCK_FILE).exists()  # removed when the holder ended
+
+
+def test_a_killed_runs_lock_does_not_block_the_next_run(tmp_path):
+    holder = lock_holder(tmp_path / "run")
+    holder.kill()  # SIGKILL: no cleanup runs, the lock file stays behind
+    holder.wait(timeout=30)
+    assert (tmp_path / "run" / checkpoints.LOCK_FILE).exists()
+    with checkpoints.run_lock(str(tmp_path / "run")):
+        assert (tmp_path / "run" / checkpoints.LOCK_FILE).read_text().startswith(f"pid {os.getpid()} on ")
+        other = subprocess.run([sys.executable, "-c", HOLD_LOCK, str(tmp_path / "run")], stdin=subprocess.DEVNULL,
+                               capture_output=True, text=True, timeout=60)
+        assert other.returncode != 0 and f"in use by another run (pid {os.getpid()} on " in other.stderr
+
+
+# ---- a finished run is not trained again ------------------------------------------------------------------------
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("resume", ["true", "checkpoint-4"])
+def test_resuming_a_finished_run_says_so_and_changes_no_file(finished_run, tmp_path, nothing_built, capsys, resume):
+    run = copy_run(finished_run, tmp_path)
+    before = snapshot(run)
+    resume_from = "true" if resume == "true" else str(run / resume)
+    assert train.main([write_recipe(tmp_path, "run", **SAVING), "--resume_from_checkpoint", resume_from]) == {}
+    where = run if resume == "true" else run / resume
+    assert f"{where}: already finished at step 4 (max_steps 4): nothing to train" in capsys.readouterr().out
+    assert snapshot(run) == before
+    assert json.loads((run / "trainer_state.json").read_text())["global_step"] == 4
+
+
+# ---- resume with a changed recipe -------------------------------------------------------------------------------
+
+
+def test_resume_with_a_changed_recipe_is_refused_listing_each_change(finished_run, tmp_path, nothing_built):
+    run = copy_run(finished_run, tmp_path)
+    before = snapshot(run)
+    recipe = write_recipe(tmp_path, "run", **SAVING)
+    with pytest.raises(ValueError) as error:
+        train.main([recipe, "--resume_from_checkpoint", str(run / "checkpoint-2"), "--k1", "0.5",
+                    "--learning_rate", "5e-4"])
+    message = str(error.value)
+    assert "\n" not in message and f"{run}/checkpoint-2 was trained with another recipe" in message
+    assert "k1 0.1 -> 0.5, learning_rate 0.001 -> 0.0005" in message
+    assert "revert them, or train afresh into a new output_dir" in message
+    assert snapshot(run) == before
+
+
+def test_resume_with_another_model_size_is_refused_before_the_model_is_built(finished_run, tmp_path, nothing_built):
+    run = copy_run(finished_run, tmp_path)
+    bigger = {**TINY_RECIPE["model_config"], "d_model": 128}
+    recipe = write_recipe(tmp_path, "run", **SAVING, model_config=bigger, resume_from_checkpoint=str(run / "checkpoint-2"))
+    with pytest.raises(ValueError, match=r"another recipe .*: model_config \{.*'d_model': 64.*\} -> \{.*'d_model': 128"):
+        train.main([recipe])
+
+
+def test_recipes_that_train_the_same_way_compare_equal():
+    """A YAML 1.1 string number, a k1 fixed by the objective and a model_config given as YAML text change nothing."""
+    base = {**TINY_RECIPE, "output_dir": "run", "objective": "mdlm"}
+    base.pop("k1")
+    same = {**base, "learning_rate": "1e-3", "k1": 0.0,
+            "model_config": "{d_model: 64, n_layers: 2, n_heads: 4, n_kv_heads: 4, mlp_hidden_size: 128, "
+                            "max_sequence_length: 64}"}
+    assert recipe_changes(base, same) == {}
+    assert recipe_changes(base, {**same, "eps": 0.01}) == {"eps": (1e-3, 0.01)}
+
+
+def test_resume_may_raise_max_steps_which_is_logged_and_noted_in_the_recipe(finished_run, tmp_path, caplog):
+    run = copy_run(finished_run, tmp_path)
+    recipe = write_recipe(tmp_path, "run", **SAVING)
+    with caplog.at_level(logging.INFO, logger="llada_xdlm.train"):
+        train.main([recipe, "--resume_from_checkpoint", "true", "--max_steps", "6"])
+    assert f"Resume: changed since {run}/checkpoint-4: max_steps 4 -> 6" in caplog.text
+    assert json.loads((run / "trainer_state.json").read_text())["global_step"] == 6
+    saved = (run / "recipe.yaml").read_text()
+    assert saved.startswith(f"# resumed at step 4 from {run}/checkpoint-4 with max_steps 4 -> 6; the steps before")
+    assert yaml.safe_load(saved)["max_steps"] == 6 and (run / "checkpoint-6" / "recipe.yaml").read_text() == saved
+    assert json.loads((run / "config.json").read_text())["k1"] == 0.1
+
+
+# ---- damaged manifests are skipped like any damaged checkpoint ------------------------------------------------------
+
+
+DAMAGED_MANIFESTS = {"truncated": None, "empty_object": b"{}", "no_files": b'{"files": {}}',
+                     "not_json": b"\xff\xfe garbage", "entry_without_checksum": b'{"files": {"config.json": {}}}'}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGED_MANIFESTS))
+def test_a_damaged_manifest_is_skipped_by_auto_resume_with_the_reason(finished_run, tmp_path, caplog, damage):
+    run = copy_run(finished_run, tmp_path)
+    manifest = run / "checkpoint-4" / "manifest.json"
+    content = DAMAGED_MANIFESTS[damage]
+    manifest.write_bytes(manifest.read_bytes()[:50] if content is None else content)
+    with caplog.at_level(logging.INFO, logger="llada_xdlm.train"):
+        assert checkpoints.resolve_resume(True, str(run)) == str(run / "checkpoint-2")
+    assert f"skipped {run}/checkpoint-4: {manifest} is damaged (" in caplog.text
+    with pytest.raises(checkpoints.CheckpointError, match=rf"^{manifest} is damaged"):
+        checkpoints.resolve_resume(str(run / "checkpoint-4"), str(run))
+
+
+# ---- a full disk keeps the last good checkpoint and model -----------------------------------------------------------
+
+
+def no_space(path) -> OSError:
+    return OSError(errno.ENOSPC, "No space left on device", str(path))
+
+
+def test_full_disk_during_a_checkpoint_save_is_named_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+    save_optimizer = Trainer._save_optimizer_and_scheduler
+
+    def disk_fills_at_step_4(self, output_dir):
+        if self.state.global_step == 4:  # the weights are written, the optimizer state does not fit
+            raise no_space(Path(output_dir) / "optimizer.pt")
+        save_optimizer(self, output_dir)
+
+    monkeypatch.setattr(Trainer, "_save_optimizer_and_scheduler", disk_fills_at_step_4)
+    with pytest.raises(checkpoints.DiskFullError) as error:
+        train.main([write_recipe(tmp_path, "run", **SAVING)])
+    run = tmp_path / "run"
+    assert str(error.value).startswith(f"no space left on device at {run} while saving checkpoint-4: ")
+    assert "\n" not in str(error.value) and error.value.errno == errno.ENOSPC
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoint-2"]  # the partial save is gone, nothing else added
+    checkpoints.verify_checkpoint(str(run / "checkpoint-2"))
+
+
+def test_full_disk_during_the_final_save_keeps_the_previous_model(finished_run, tmp_path, monkeypatch):
+    run = copy_run(finished_run, tmp_path)
+    before = {name: data for name, data in snapshot(run).items() if "/" not in name}  # the final model's files
+    real_save = modeling_utils.safe_save_file
+
+    def disk_fills_in_the_final_save(tensors, filename, *args, **kwargs):
+        if "checkpoint-" not in str(filename):
+            Path(filename).write_bytes(b"\0" * 1000)  # what a full disk leaves: a cut-off file
+            raise no_space(filename)
+        return real_save(tensors, filename, *args, **kwargs)
+
+    monkeypatch.setattr(modeling_utils, "safe_save_file", disk_fills_in_the_final_save)
+    recipe = write_recipe(tmp_path, "run", **SAVING)
+    with pytest.raises(checkpoints.DiskFullError, match=rf"^no space left on device at {run} while saving the final"):
+        train.main([recipe, "--resume_from_checkpoint", "true", "--max_steps", "6"])
+    after = {name: data for name, data in snapshot(run).items() if "/" not in name}
+    assert after == before
+    checkpoints.verify_checkpoint(str(run / "checkpoint-6"))
+    assert not any(p.name.startswith("tmp-") for p in run.iterdir())
+
+
+def test_torch_writer_failure_counts_as_a_full_disk_only_when_the_disk_is_full(tmp_path, monkeypatch):
+    """torch.save on a full disk raises this RuntimeError (no errno); with space left it is some other failure."""
+    error = RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534")
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=4096))
+    assert checkpoints.out_of_space(error, str(tmp_path))
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=10 << 30))
+    assert not checkpoints.out_of_space(error, str(tmp_path))
+    assert checkpoints.out_of_space(RuntimeError("Error while serializing: I/O error: No space left on device "
+                                                 "(os error 28)"), str(tmp_path))
+
+
+# ---- plausible bugs the tests above would let through ---------------------------------------------------------------
+
+
+def test_resume_true_compares_checkpoint_steps_as_numbers(finished_run, tmp_path):
+    run = copy_run(finished_run, tmp_path)
+    (run / "checkpoint-2").rename(run / "checkpoint-9")
+    (run / "checkpoint-4").rename(run / "checkpoint-10")
+    assert checkpoints.resolve_resume(True, str(run)) == str(run / "checkpoint-10")
+
+
+def test_a_save_that_dies_while_writing_its_manifest_leaves_no_checkpoint_folder(tmp_path, monkeypatch):
+    staged = tmp_path / "tmp-checkpoint-3" / "checkpoint-3"
+    staged.mkdir(parents=True)
+    (staged / "model.safetensors").write_bytes(b"weights")
+
+    def dies(folder):
+        raise Killed
+
+    monkeypatch.setattr(checkpoints, "write_manifest", dies)
+    with pytest.raises(Killed):
+        checkpoints.finish_checkpoint(str(staged), str(tmp_path / "checkpoint-3"))
+    assert not (tmp_path / "checkpoint-3").exists()  # a checkpoint-N folder is only ever a complete one
+    assert (staged / "model.safetensors").read_bytes() == b"weights"
+
+
+def test_resuming_another_runs_checkpoint_into_a_third_runs_folder_is_refused(finished_run, tmp_path, nothing_built):
+    files = plant_other_run(tmp_path / "third")
+    recipe = write_recipe(tmp_path, "third", **SAVING)
+    with pytest.raises(FileExistsError, match=rf"output_dir '{tmp_path / 'third'}' already holds another run's files"):
+        train.main([recipe, "--resume_from_checkpoint", str(finished_run / "checkpoint-2")])
+    assert all(path.read_bytes() == content for path, content in files.items())
+
+
+def test_nan_loss_with_finite_gradients_stops_the_run(tmp_path, monkeypatch):
+    compute_loss, get_grad_norm, norms = XDLMTrainer.compute_loss, XDLMTrainer._get_grad_norm, []
+
+    def nan_valued_loss(self, model, inputs, *args, **kwargs):
+        loss = compute_loss(self, model, inputs, *args, **kwargs)
+        if model.training and self.state.global_step == 1:  # step 2: NaN value, the gradient of the real loss
+            return loss + float("nan")
+        return loss
+
+    def spy_norm(self, model, grad_norm=None):
+        with torch.no_grad():
+            norms.append(float(torch.cat([p.grad.reshape(-1) for p in model.parameters() if p.grad is not None]).norm()))
+        return get_grad_norm(self, model, grad_norm)
+
+    monkeypatch.setattr(XDLMTrainer, "compute_loss", nan_valued_loss)
+    monkeypatch.setattr(XDLMTrainer, "_get_grad_norm", spy_norm)
+    with pytest.raises(FloatingPointError, match=r"^Step 2: the loss is not finite; stopping before the update"):
+        train.main([write_recipe(tmp_path, max_steps=3)])
+    assert len(norms) == 2 and all(math.isfinite(n) for n in norms)  # the gradients were finite
+
+
+def test_each_process_resumes_from_its_own_data_position(tmp_path, seen, monkeypatch):
+    """A checkpoint of a two-process streaming run holds one data position per process; each resumes from its own.
+    Process 1 is played by this process with its index set to 1: its position is planted two steps further on."""
+    streaming = dict(streaming=True, save_strategy="steps", save_steps=2)
+    train.main([write_recipe(tmp_path, "run", max_steps=5, **streaming)])
+    batches = seen["input_ids"][:]  # steps 1-5
+    checkpoint = tmp_path / "two" / "checkpoint-2"
+    shutil.copytree(tmp_path / "run" / "checkpoint-2", checkpoint)
+    shutil.copy(tmp_path / "run" / "checkpoint-4" / "data_state_0.pt", checkpoint / "data_state_1.pt")
+    checkpoints.write_manifest(str(checkpoint))
+
+    def resume_as(process: int) -> torch.Tensor:
+        seen["input_ids"].clear()
+        monkeypatch.setattr(XDLMTrainingArguments, "process_index", property(lambda self: process))
+        monkeypatch.setattr(XDLMTrainingArguments, "should_save", property(lambda self: True))
+        train.main([write_recipe(tmp_path, f"rank{process}", max_steps=3, **streaming),
+                    "--resume_from_checkpoint", str(checkpoint)])
+        (first,) = seen["input_ids"]
+        return first
+
+    assert torch.equal(resume_as(0), batches[2])  # step 3
+    assert torch.equal(resume_as(1), batches[4])  # step 5: process 1's own position
+
+
+def test_resuming_a_run_whose_final_save_failed_completes_it_from_the_last_checkpoint(
+    finished_run, tmp_path, nothing_built, capsys
+):
+    run = copy_run(finished_run, tmp_path)
+    for path in run.iterdir():  # as a full disk during the final save leaves it: the checkpoints only
+        if path.is_file():
+            path.unlink()
+    recipe = write_recipe(tmp_path, "run", **SAVING)
+    assert train.main([recipe, "--resume_from_checkpoint", "true"]) == {}
+    assert f"its final save was incomplete: {run} now holds the model of {run}/checkpoint-4" in capsys.readouterr().out
+    final = snapshot(run)
+    assert final["model.safetensors"] == final["checkpoint-4/model.safetensors"]
+    assert final["recipe.yaml"] == final["checkpoint-4/recipe.yaml"] and "config.json" in final
+    assert json.loads(final["trainer_state.json"])["global_step"] == 4
+    assert "optimizer.pt" not in final and "manifest.json" not in final
+    checkpoints.verify_checkpoint(str(run / "checkpoint-4"))  # the checkpoint is left as it was
+    train.main([recipe, "--resume_from_checkpoint", "true"])
+    assert "nothing to train, no file changed" in capsys.readouterr().out and snapshot(run) == final

@@ -8,6 +8,7 @@ argparse converts command-line ones), its range against `LIMITS`, and the run le
 recipe file.
 """
 
+import itertools
 import math
 import os
 import types
@@ -18,6 +19,7 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 import yaml
 
 RECIPE_FILE = "recipe.yaml"  # the recipe a run used, saved beside its model and in every checkpoint
+LAUNCHER_KEY = "accelerate_config"  # the launcher a recipe names: `xdlm train`'s business, not the run's
 
 # LLaDA's linear layers inside each transformer block. `ff_out` also names the LM head
 # (model.transformer.ff_out), so targets are matched by a full-name regex restricted to the blocks.
@@ -340,6 +342,20 @@ def check_run_length(max_steps: int, num_train_epochs: float, streaming: bool) -
         raise ValueError(f"num_train_epochs={num_train_epochs} with max_steps unset trains nothing: set either.")
 
 
+# Keys a resumed run may change: where and how often it logs, saves and evaluates, how it samples, how the same loss
+# is computed, and how long it runs (the learning-rate schedule then follows the new max_steps from the resume on).
+# Every other key changes what is trained, or (learning_rate, weight_decay, the Adam settings) is restored from the
+# checkpoint's optimizer state and a new value would be silently ignored: a resume refuses a change to it.
+RESUME_MAY_CHANGE = frozenset({
+    "max_steps",
+    "output_dir", "overwrite_output_dir", "resume_from_checkpoint", "report_to", "run_name", "disable_tqdm",
+    "log_level", "logging_dir", "logging_strategy", "logging_steps", "logging_first_step",
+    "save_strategy", "save_steps", "save_total_limit",
+    "eval_strategy", "eval_steps", "eval_on_start", "per_device_eval_batch_size", "eval_data_files", "eval_split",
+    "eval_seed", "sample_prompts", "sampling", "loss_implementation", "attn_implementation", "max_nonfinite_steps",
+})
+
+
 def parse_recipe(argv: list[str]):
     """(ModelArguments, DataArguments, DiffusionArguments, XDLMTrainingArguments) from `RECIPE.yaml [--key value
     ...]`. Raises ValueError naming the key and the recipe for a value of the wrong type or out of range."""
@@ -351,10 +367,6 @@ def read_recipe(argv: list[str]) -> tuple[tuple, dict]:
     launcher included) with the command-line overrides applied; training saves it as RECIPE_FILE beside the model and
     in every checkpoint, so `xdlm train <folder>/recipe.yaml` repeats the run and the model card can say how the
     model was made."""
-    from transformers import HfArgumentParser
-
-    from .training_args import XDLMTrainingArguments
-
     if not argv or not argv[0].endswith((".yaml", ".yml")):
         raise ValueError(f"Usage: xdlm-train RECIPE.yaml [--key value ...]; got {argv!r}")
     if not os.path.isfile(argv[0]):
@@ -364,16 +376,16 @@ def read_recipe(argv: list[str]) -> tuple[tuple, dict]:
     as_run = dict(recipe)
     # The launcher a recipe names is `xdlm train`'s business (llada_xdlm.launch); the training run itself ignores it,
     # so the same recipe also works after `accelerate launch -m llada_xdlm.train`.
-    launcher = recipe.pop("accelerate_config", None)
+    launcher = recipe.pop(LAUNCHER_KEY, None)
     if launcher is not None and not isinstance(launcher, str):
         raise ValueError(f"Recipe {argv[0]!r}: accelerate_config={launcher!r} must be the path of an accelerate "
                          f"config file, e.g. recipes/accelerate/deepspeed_zero3.yaml.")
-    groups = (ModelArguments, DataArguments, DiffusionArguments, XDLMTrainingArguments)
+    parser = recipe_parser()
+    groups = parser.dataclass_types
     hints = {f.name: get_type_hints(g)[f.name] for g in groups for f in fields(g) if f.init} | RECIPE_TYPES
     unknown = sorted(set(recipe) - set(hints))
     if unknown:
         raise ValueError(f"Recipe {argv[0]!r} has unknown keys {unknown}: check their spelling (docs/training.md).")
-    parser = HfArgumentParser(groups)
     try:
         for key, value in recipe.items():  # before argparse, which would pass typed values through unchecked
             check_type(key, value, hints[key])
@@ -393,3 +405,48 @@ def read_recipe(argv: list[str]) -> tuple[tuple, dict]:
         return tuple(g(**{f.name: values[f.name] for f in fields(g) if f.init}) for g in groups), as_run
     except (ValueError, TypeError) as error:
         raise ValueError(f"Recipe {argv[0]!r}: {error}") from error
+
+
+def recipe_parser():
+    """An HfArgumentParser over the four argument groups (a recipe's values become its defaults)."""
+    from transformers import HfArgumentParser
+
+    from .training_args import XDLMTrainingArguments
+
+    return HfArgumentParser((ModelArguments, DataArguments, DiffusionArguments, XDLMTrainingArguments))
+
+
+def resolved_recipe(recipe: dict) -> dict:
+    """Every key of a recipe as run, defaults filled in and each value in one form (numbers as numbers, YAML text of a
+    mapping as the mapping, k1 as the objective fixes it, enums as their values): two recipes that train the same way
+    resolve to the same values."""
+    parser = recipe_parser()
+    parser.set_defaults(**{k: v for k, v in recipe.items() if k != LAUNCHER_KEY})
+    values = vars(parser.parse_args([]))  # string defaults go through each key's type, as command-line values do
+    for group in (ModelArguments, DataArguments, DiffusionArguments):  # cheap; their __post_init__ normalises
+        instance = group(**{f.name: values[f.name] for f in fields(group) if f.init})
+        values.update((f.name, getattr(instance, f.name)) for f in fields(group))
+    values[LAUNCHER_KEY] = recipe.get(LAUNCHER_KEY)
+    return {key: value.value if isinstance(value, Enum) else value for key, value in values.items()}
+
+
+def recipe_changes(trained: dict, new: dict) -> dict[str, tuple]:
+    """{key: (value trained with, new value)} for every key the two recipes set differently."""
+    old, now = resolved_recipe(trained), resolved_recipe(new)
+    return {key: (old.get(key), now.get(key)) for key in sorted(old.keys() | now.keys()) if old.get(key) != now.get(key)}
+
+
+def write_recipe_file(path: str, recipe: dict, notes: list[str] = ()) -> None:
+    """RECIPE_FILE: `notes` as YAML comment lines (how a resumed run's recipe changed), then the recipe."""
+    with open(path, "w") as f:
+        f.writelines(f"# {note}\n" for note in notes)
+        yaml.safe_dump(recipe, f, sort_keys=False)
+
+
+def read_recipe_file(path: str) -> tuple[dict, list[str]]:
+    """(recipe, notes) as `write_recipe_file` wrote them."""
+    with open(path) as f:
+        text = f.read()
+    notes = list(itertools.takewhile(lambda line: line.startswith("# "), text.splitlines()))
+    notes = [line[2:] for line in notes]
+    return yaml.safe_load(text) or {}, notes

@@ -2,13 +2,16 @@
 
 Order matters for ZeRO-3: TrainingArguments (which registers the DeepSpeed config) exist before the model is
 built, so `from_pretrained` / `_from_config` create the parameters already partitioned and an 8B model never sits
-whole in one process. Every input check runs before training starts; the recipe values, the output directory and
-the checkpoint to resume from are checked before any model or data is built.
+whole in one process. Every input check runs before training starts; the recipe values, the output directory (locked
+for the run's life), the checkpoint to resume from and the recipe it was trained with are checked before any model
+or data is built, and a run that already reached max_steps stops there having changed nothing.
 """
 
 import logging
 import math
+import os
 import sys
+from contextlib import ExitStack, contextmanager
 
 import torch
 import transformers
@@ -16,8 +19,9 @@ from transformers import AutoTokenizer, set_seed
 
 from ..modeling import LLaDAConfig, LLaDAModelLM
 from ..tokenization import build_tokenizer
-from .args import DataArguments, DiffusionArguments, ModelArguments, read_recipe
-from .checkpoints import check_output_dir, resolve_resume
+from . import checkpoints
+from .args import (RECIPE_FILE, RESUME_MAY_CHANGE, DataArguments, DiffusionArguments, ModelArguments,
+                   read_recipe, read_recipe_file, recipe_changes)
 from .data import XDLMCollator, build_dataset, corpus_texts, load_splits
 from .pretokenize import load_pretokenized
 from .trainer import XDLMTrainer, unwrap
@@ -175,8 +179,82 @@ def print_samples(model, tokenizer, prompts: list[str], main: bool) -> None:
             print(f"[{config.steps}-step sample] {prompt}|{text}", flush=True)
 
 
+@contextmanager
+def owned_output_dir(training_args):
+    """The main process holds output_dir's run lock for the run's life; every process stops at once if another run
+    holds it."""
+    with ExitStack() as stack:
+        refusal = None
+        if training_args.process_index == 0:
+            try:
+                stack.enter_context(checkpoints.run_lock(training_args.output_dir))
+            except checkpoints.OutputDirInUse as error:
+                refusal = str(error)
+        if torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
+            shared = [refusal]
+            torch.distributed.broadcast_object_list(shared, src=0)
+            refusal = shared[0]
+        if refusal:
+            raise checkpoints.OutputDirInUse(refusal)
+        yield
+
+
+def finished_at(folder: str | None, training_args) -> int | None:
+    """The step at which the run saved in `folder` (a checkpoint, or the output_dir of a finished run) reached this
+    run's max_steps (with max_steps unset, its own); None when steps are left to train."""
+    state = checkpoints.read_state(folder) if folder else None
+    if state is None:
+        return None
+    target = training_args.max_steps if training_args.max_steps > 0 else state.get("max_steps", math.inf)
+    return state["global_step"] if state["global_step"] >= target else None
+
+
+def report_finished(training_args, checkpoint: str | None, step: int) -> None:
+    """Say that the run has nothing left to train. If it is this output_dir's run and it stopped after `checkpoint`
+    but before its final save completed, complete that save from the checkpoint; otherwise no file changes."""
+    output_dir = training_args.output_dir
+    changed = "no file changed"
+    if checkpoint and checkpoints.resumes_in(training_args.resume_from_checkpoint, output_dir) and \
+            checkpoints.read_state(output_dir) is None:
+        changed = f"its final save was incomplete: {output_dir} now holds the model of {checkpoint}"
+        if training_args.process_index == 0:
+            checkpoints.final_model_from(checkpoint, output_dir)
+    if training_args.process_index == 0:
+        print(f"{checkpoint or output_dir}: already finished at step {step} (max_steps {training_args.max_steps}): "
+              f"nothing to train, {changed}. To train further, raise max_steps.", flush=True)
+
+
+def check_resumed_recipe(checkpoint: str, recipe: dict) -> list[str]:
+    """Refuse to resume `checkpoint` with a recipe that changes what is trained (every key but RESUME_MAY_CHANGE);
+    log the keys that may change and did. Returns the notes for the recipe file: the checkpoint's own, plus one for
+    this resume's changes."""
+    path = os.path.join(checkpoint, RECIPE_FILE)
+    if not os.path.isfile(path):
+        logger.warning("Resume: %s has no %s; the recipe cannot be compared with the one it was trained with",
+                       checkpoint, RECIPE_FILE)
+        return []
+    trained, notes = read_recipe_file(path)
+    changes = recipe_changes(trained, recipe)
+    listed = lambda keys: ", ".join(f"{k} {changes[k][0]!r} -> {changes[k][1]!r}" for k in keys)  # noqa: E731
+    refused = [key for key in changes if key not in RESUME_MAY_CHANGE]
+    if refused:
+        raise ValueError(
+            f"resume_from_checkpoint: {checkpoint} was trained with another recipe ({path}): {listed(refused)}. "
+            "These keys change what is trained (learning rate and optimizer settings are restored from the "
+            "checkpoint, a new value would be ignored): revert them, or train afresh into a new output_dir."
+        )
+    logged = [key for key in changes if key not in ("output_dir", "resume_from_checkpoint")]
+    if not logged:
+        return notes
+    state = checkpoints.read_state(checkpoint) or {}
+    logger.warning("Resume: changed since %s: %s", checkpoint, listed(logged))
+    return [*notes, f"resumed at step {state.get('global_step', '?')} from {checkpoint} with {listed(logged)}; "
+                    "the steps before ran with the earlier values"]
+
+
 def main(argv: list[str] | None = None) -> dict:
-    """Run a recipe; returns the final metrics (validation NELBO before/after when there is validation data)."""
+    """Run a recipe; returns the final metrics (validation NELBO before/after when there is validation data; none
+    when the run had already finished)."""
     (model_args, data_args, diffusion_args, training_args), recipe = read_recipe(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
@@ -189,11 +267,37 @@ def main(argv: list[str] | None = None) -> dict:
         # On CPU accelerate starts torch.distributed only; DeepSpeed's comm must wrap it before zero.Init reads the
         # world size (a no-op where accelerate already did it).
         deepspeed.init_distributed(dist_backend=training_args.ddp_backend)
+    with owned_output_dir(training_args):
+        metrics = run(model_args, data_args, diffusion_args, training_args, recipe)
+    if torch.distributed.is_initialized():
+        # Tear the process group down while every rank is alive: left to interpreter exit, gloo's threads can
+        # abort a rank ("terminate called without an active exception") after a run that succeeded, one process too.
+        if torch.distributed.get_world_size() > 1:
+            torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+    return metrics
+
+
+def run(model_args: ModelArguments, data_args: DataArguments, diffusion_args: DiffusionArguments, training_args,
+        recipe: dict) -> dict:
+    """The run behind `main`, inside output_dir's lock: checks, data, model, training, final save."""
     set_seed(training_args.seed)
-    check_output_dir(training_args.output_dir, training_args.resume_from_checkpoint,
-                     training_args.overwrite_output_dir, main_process=training_args.should_save)
+    output_dir, resume = training_args.output_dir, training_args.resume_from_checkpoint
+    checkpoints.check_output_dir(output_dir, resume, training_args.overwrite_output_dir,
+                                 main_process=training_args.should_save)
+    # A finished run is not trained again (nor its final model replaced). An explicit checkpoint is judged by its
+    # own step (one before max_steps trains again from there).
+    done = finished_at(output_dir, training_args) if resume is True else None
+    if done is not None:
+        report_finished(training_args, None, done)
+        return {}
     # Every process verifies the checkpoint itself (the same files, the same verdict: no process waits on another).
-    resume = resolve_resume(training_args.resume_from_checkpoint, training_args.output_dir)
+    resume = checkpoints.resolve_resume(resume, output_dir)
+    done = finished_at(resume, training_args)
+    if done is not None:
+        report_finished(training_args, resume, done)
+        return {}
+    notes = check_resumed_recipe(resume, recipe) if resume else []
 
     load = load_pretokenized if data_args.pretokenized_dir else load_data
     tokenizer, train_dataset, eval_dataset = load(model_args, data_args, training_args.seed)
@@ -218,6 +322,7 @@ def main(argv: list[str] | None = None) -> dict:
         processing_class=tokenizer,
         max_nonfinite_steps=training_args.max_nonfinite_steps,
         recipe=recipe,
+        recipe_notes=notes,
     )
     # With validation data, evaluate once before the first step too (inside train(): DeepSpeed-safe).
     training_args.eval_on_start = eval_dataset is not None
@@ -225,8 +330,8 @@ def main(argv: list[str] | None = None) -> dict:
     metrics = {"train_loss": result.training_loss}
     if eval_dataset is not None:
         metrics["nelbo_before"] = next(log["eval_nelbo"] for log in trainer.state.log_history if "eval_nelbo" in log)
-    trainer.save_model()  # model (or LoRA adapter) + tokenizer + config recording the training settings + recipe.yaml
-    trainer.save_state()
+    # Model (or LoRA adapter) + tokenizer + config recording the training settings + recipe.yaml + trainer state.
+    trainer.save_final_model()
     if eval_dataset is not None:
         metrics["nelbo_after"] = trainer.evaluate()["eval_nelbo"]
     if trainer.is_world_process_zero():
@@ -240,12 +345,6 @@ def main(argv: list[str] | None = None) -> dict:
 
         print(next_steps(training_args.output_dir, model.config.max_sequence_length, diffusion_args.sample_prompts,
                          data_args.eval_data_files, model.config.sampling), flush=True)
-    if torch.distributed.is_initialized():
-        # Tear the process group down while every rank is alive: left to interpreter exit, gloo's threads can
-        # abort a rank ("terminate called without an active exception") after a run that succeeded, one process too.
-        if torch.distributed.get_world_size() > 1:
-            torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
     return metrics
 
 

@@ -6,9 +6,10 @@ schedule weight; summed over counted tokens (labels != -100) and divided by the 
 whole optimizer step (`num_items_in_batch`: all gradient-accumulation micro-batches and all processes), so gradient
 accumulation and data parallelism give the same update as one big batch.
 
-Safety: checkpoints are saved under a temporary name with a manifest and renamed when complete (`checkpoints`); a
-streaming run saves its data loader's position and resumes from it instead of replaying the stream; the run stops at
-the first optimizer step whose loss or gradient norm is not finite (or skips up to `max_nonfinite_steps` of them).
+Safety: checkpoints and the final model are saved under a temporary name (with a manifest, for checkpoints) and
+moved into place when complete, so a full disk leaves the earlier ones intact (`checkpoints`); a streaming run saves
+each process's data loader position and resumes from it instead of replaying the stream; the run stops at the first
+optimizer step whose loss or gradient norm is not finite (or skips up to `max_nonfinite_steps` of them).
 """
 
 import logging
@@ -19,13 +20,12 @@ from functools import partial
 
 import torch
 import torch.nn.functional as F
-import yaml
 from transformers import Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from .. import diffusion
 from . import checkpoints
-from .args import RECIPE_FILE, DiffusionArguments
+from .args import RECIPE_FILE, DiffusionArguments, write_recipe_file
 
 logger = logging.getLogger("llada_xdlm.train")
 
@@ -37,7 +37,7 @@ class XDLMTrainer(Trainer):
     loss_is_scaled_for_ga = True
 
     def __init__(self, *args, diffusion_args: DiffusionArguments, mask_token_id: int, max_nonfinite_steps: int = 0,
-                 recipe: dict | None = None, **kwargs):
+                 recipe: dict | None = None, recipe_notes: list[str] = (), **kwargs):
         kwargs.setdefault("compute_metrics", nelbo_metrics)
         super().__init__(*args, **kwargs)
         if max_nonfinite_steps > 0 and self.is_deepspeed_enabled:
@@ -58,6 +58,7 @@ class XDLMTrainer(Trainer):
             self.accelerator.dataloader_config.use_stateful_dataloader = True
         self.diffusion_args = diffusion_args
         self.recipe = recipe  # written as recipe.yaml beside every saved model
+        self.recipe_notes = list(recipe_notes)  # its comment lines: the changes made when the run was resumed
         self.mask_token_id = mask_token_id
         self.schedule = diffusion.get_schedule(diffusion_args.schedule)
         self.model_accepts_loss_kwargs = True  # makes Trainer count num_items_in_batch from `labels`
@@ -213,8 +214,8 @@ class XDLMTrainer(Trainer):
         """Trainer's save of model, config and tokenizer, plus the recipe of the run (model and every checkpoint)."""
         super()._save(output_dir, state_dict)
         if self.recipe is not None and self.args.should_save:
-            with open(os.path.join(output_dir or self.args.output_dir, RECIPE_FILE), "w") as f:
-                yaml.safe_dump(self.recipe, f, sort_keys=False)
+            write_recipe_file(os.path.join(output_dir or self.args.output_dir, RECIPE_FILE), self.recipe,
+                              self.recipe_notes)
 
     def _save_checkpoint(self, model, trial) -> None:
         """Trainer's save into `tmp-checkpoint-N/checkpoint-N` (every process writes its part), plus the data
@@ -226,19 +227,39 @@ class XDLMTrainer(Trainer):
         if self.args.should_save and os.path.isdir(self._staging_dir):
             shutil.rmtree(self._staging_dir)  # a save of this step that a crash interrupted
         self.accelerator.wait_for_everyone()
-        try:
-            super()._save_checkpoint(model, trial)
-        finally:
-            self._staging_dir = None
-        if self._stateful_data and self._train_dataloader is not None:
-            torch.save(self._train_dataloader.state_dict(), self._data_state_file(staged))
+        with checkpoints.saving(self._staging_dir, run_dir, name):
+            try:
+                super()._save_checkpoint(model, trial)
+            finally:
+                self._staging_dir = None
+            if self._stateful_data and self._train_dataloader is not None:
+                torch.save(self._train_dataloader.state_dict(), self._data_state_file(staged))
+            self.accelerator.wait_for_everyone()
+            if self.args.should_save:
+                if self.state.best_model_checkpoint == staged:
+                    self.state.best_model_checkpoint = final
+                    self.state.save_to_json(os.path.join(staged, "trainer_state.json"))
+                checkpoints.finish_checkpoint(staged, final)
+        if self.args.should_save:
+            rotate_checkpoints(run_dir, self.args.save_total_limit, self.state.best_model_checkpoint, use_mtime=True)
+        self.accelerator.wait_for_everyone()
+
+    def save_final_model(self) -> None:
+        """The model (or LoRA adapter), tokenizer, config, recipe and trainer state, written to
+        `output_dir/tmp-model` and moved into output_dir when complete (trainer_state.json last: it marks the run
+        finished). A full disk removes the partial save and leaves output_dir's earlier files as they were."""
+        output_dir = self.args.output_dir
+        staged = os.path.join(output_dir, checkpoints.FINAL_STAGING)
+        if self.args.should_save and os.path.isdir(staged):
+            shutil.rmtree(staged)  # a final save that a crash interrupted
+        self.accelerator.wait_for_everyone()
+        with checkpoints.saving(staged, output_dir, "the final model"):
+            self.save_model(staged)  # every process: ZeRO-3 gathers the weights
+            if self.args.should_save:
+                self.state.save_to_json(os.path.join(staged, "trainer_state.json"))
         self.accelerator.wait_for_everyone()
         if self.args.should_save:
-            if self.state.best_model_checkpoint == staged:
-                self.state.best_model_checkpoint = final
-                self.state.save_to_json(os.path.join(staged, "trainer_state.json"))
-            checkpoints.finish_checkpoint(staged, final)
-            rotate_checkpoints(run_dir, self.args.save_total_limit, self.state.best_model_checkpoint, use_mtime=True)
+            checkpoints.move_into(staged, output_dir)
         self.accelerator.wait_for_everyone()
 
     # ---- logging ----------------------------------------------------------------------------------------------
