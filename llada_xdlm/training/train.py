@@ -14,6 +14,7 @@ import torch
 import transformers
 from transformers import AutoTokenizer, set_seed
 
+from ..checkpoint import resolve_model_path
 from ..modeling import LLaDAConfig, LLaDAModelLM
 from ..tokenization import build_tokenizer
 from .args import DataArguments, DiffusionArguments, ModelArguments, read_recipe
@@ -28,7 +29,8 @@ logger = logging.getLogger("llada_xdlm.train")
 def load_tokenizer(model_args: ModelArguments, data_args: DataArguments, raw_train):
     """The checkpoint's tokenizer, or (no path given) a byte-level BPE built from the training corpus."""
     if model_args.tokenizer_name_or_path:
-        return AutoTokenizer.from_pretrained(model_args.tokenizer_name_or_path, **(model_args.tokenizer_kwargs or {}))
+        return AutoTokenizer.from_pretrained(resolve_model_path(model_args.tokenizer_name_or_path),
+                                             **(model_args.tokenizer_kwargs or {}))
     logger.info("Building a %d-id tokenizer from the training corpus", model_args.tokenizer_vocab_size)
     return build_tokenizer(corpus_texts(raw_train, data_args), model_args.tokenizer_vocab_size)
 
@@ -36,7 +38,7 @@ def load_tokenizer(model_args: ModelArguments, data_args: DataArguments, raw_tra
 def model_config(model_args: ModelArguments, tokenizer) -> LLaDAConfig:
     """The checkpoint's config, or a fresh one sized by model_config with the tokenizer's vocabulary and special ids."""
     if model_args.model_name_or_path:
-        return LLaDAConfig.from_pretrained(model_args.model_name_or_path)
+        return LLaDAConfig.from_pretrained(resolve_model_path(model_args.model_name_or_path))
     specials = dict(
         vocab_size=len(tokenizer),
         embedding_size=len(tokenizer),
@@ -53,7 +55,7 @@ def load_model(model_args: ModelArguments, tokenizer) -> LLaDAModelLM:
     dtype = model_args.dtype
     if model_args.model_name_or_path:
         return LLaDAModelLM.from_pretrained(
-            model_args.model_name_or_path, dtype=dtype, attn_implementation=model_args.attn_implementation
+            resolve_model_path(model_args.model_name_or_path), dtype=dtype, attn_implementation=model_args.attn_implementation
         )
     dtype = torch.float32 if dtype == "auto" else getattr(torch, dtype)
     # _from_config builds under deepspeed.zero.Init when ZeRO-3 is on (partitioned at creation).
