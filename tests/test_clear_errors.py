@@ -208,3 +208,10 @@ def test_a_recipe_naming_a_missing_local_model_is_one_error_line(tmp_path, capsy
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     line = error_line(capsys, ["train", recipe], monkeypatch)
     assert line.startswith(f"xdlm train: error: no model at {tmp_path / 'init'} (no such folder)")
+
+
+def test_a_check_after_the_data_is_read_is_one_error_line_too(tmp_path, capsys, monkeypatch):
+    recipe = tiny_recipe(tmp_path, block_size=128)  # the tiny model holds 64 tokens
+    line = error_line(capsys, ["train", recipe], monkeypatch)
+    assert line == ("xdlm train: error: block_size=128 exceeds the model's max_sequence_length=64: lower block_size "
+                    "in the recipe.")
