@@ -56,7 +56,8 @@ def load_model(model_args: ModelArguments, tokenizer) -> LLaDAModelLM:
     dtype = model_args.dtype
     if model_args.model_name_or_path:
         return LLaDAModelLM.from_pretrained(
-            resolve_model_path(model_args.model_name_or_path), dtype=dtype, attn_implementation=model_args.attn_implementation
+            resolve_model_path(model_args.model_name_or_path), dtype=dtype,
+            attn_implementation=model_args.attn_implementation,
         )
     dtype = torch.float32 if dtype == "auto" else getattr(torch, dtype)
     # _from_config builds under deepspeed.zero.Init when ZeRO-3 is on (partitioned at creation).
