@@ -3,6 +3,10 @@
 COMMANDS maps each command to the module whose `main(argv, prog)` does the job; a module is imported only when its
 command runs. `xdlm-train` and `xdlm-eval` are aliases of `xdlm train` and `xdlm eval`; `python -m llada_xdlm` is
 `xdlm`. The options every evaluation command shares, and the next steps a training run prints, are written here.
+
+Bad input caught at the boundary (a recipe value, a data file, a model path) is raised as UsageError and printed as
+one line, `xdlm COMMAND: error: ...`, with exit status 2 as argparse does for a bad option; XDLM_DEBUG=1 shows its
+traceback. Any other exception is a bug and keeps its traceback.
 """
 
 import argparse
@@ -11,6 +15,8 @@ import json
 import os
 import shlex
 import sys
+
+DEBUG_VARIABLE = "XDLM_DEBUG"  # set to 1 to see the traceback behind a one-line input error
 
 COMMANDS = {
     "train": ("llada_xdlm.launch", "train a YAML recipe (under accelerate on every GPU when it names a launcher)"),
@@ -44,10 +50,23 @@ def usage() -> str:
     ])
 
 
+class UsageError(ValueError):
+    """Bad input, named with how to fix it, found by a check at the boundary of a command. `run` prints it as one
+    line; a dedicated type (not every ValueError) so that an error raised inside a library or by a bug keeps its
+    traceback. A ValueError, so that code calling the library catches it as before."""
+
+
 def run(name: str, argv: list[str], prog: str) -> int:
-    """Run one command; its return value becomes the exit status when it is one (check-gpu), else 0."""
+    """Run one command; its return value becomes the exit status when it is one (check-gpu), else 0. A UsageError
+    is printed as `prog: error: ...` and gives status 2 (its traceback too when XDLM_DEBUG is set)."""
     module = importlib.import_module(COMMANDS[name][0])
-    result = module.main(argv, prog=prog)
+    try:
+        result = module.main(argv, prog=prog)
+    except UsageError as err:
+        if os.environ.get(DEBUG_VARIABLE, "") not in ("", "0"):
+            raise
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return 2
     return result if type(result) is int else 0
 
 

@@ -549,6 +549,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> list[str]:
     """`xdlm sample`: generate after each prompt with a saved checkpoint and print prompt + continuation; returns
     the continuations."""
     from .checkpoint import load_checkpoint
+    from .cli import UsageError
 
     parser = argparse.ArgumentParser(prog=prog, description="Generate text after prompts with a trained checkpoint.")
     parser.add_argument("--model", required=True, help="checkpoint folder (a training run's output_dir) or Hub id")
@@ -565,9 +566,13 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> list[str]:
     config = sampler_config_from_arguments(parser, args, model.config)
     enc = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left").to(args.device)
     P, limit = enc.input_ids.shape[1], model.config.max_sequence_length
+    longest = "the prompt has" if len(prompts) == 1 else "the longest prompt has"
+    if P >= limit:
+        raise UsageError(f"{longest} {P} tokens, and the model holds max_sequence_length={limit} tokens in all: "
+                         f"shorten it to fewer than {limit} tokens, to leave room for the generated text.")
     if P + config.gen_length > limit:
-        parser.error(f"a {P}-token prompt plus --gen_length {config.gen_length} exceeds the model's "
-                     f"max_sequence_length {limit}: pass --gen_length {limit - P} or less.")
+        raise UsageError(f"{longest} {P} tokens; with --gen_length {config.gen_length} that exceeds the model's "
+                         f"max_sequence_length={limit}: pass --gen_length {limit - P} or less, or shorten the prompt.")
     generator = torch.Generator(device=args.device).manual_seed(args.seed)
     out = generate(model, enc.input_ids, enc.attention_mask, config, eos_token_id=tokenizer.eos_token_id,
                    generator=generator)

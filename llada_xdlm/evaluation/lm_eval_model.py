@@ -27,7 +27,7 @@ from lm_eval.api.model import LM
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window, simple_parse_args_string
 from tqdm import tqdm
 
-from llada_xdlm.checkpoint import trained_setting
+from llada_xdlm.checkpoint import resolve_model_path, trained_setting
 from llada_xdlm.evaluation.likelihood import ESTIMATORS, nelbo_samples
 from llada_xdlm.sampling import SamplerConfig, checkpoint_sampler, generate, truncate_at_stop
 
@@ -69,6 +69,7 @@ class XDLMEvalLM(LM):
         generated tokens, model forwards, seconds; one file per process under data parallelism, `.rank<r>` added)."""
         super().__init__()
         sampler_defaults = _validate(pretrained, dtype, batch_size, mode, mc_num, likelihood, max_length)
+        pretrained, peft = resolve_model_path(pretrained), peft and resolve_model_path(peft)
         from accelerate import Accelerator
         from transformers import AutoTokenizer
 
@@ -327,10 +328,6 @@ def _validate(pretrained, dtype, batch_size, mode, mc_num, likelihood, max_lengt
     if not pretrained:
         raise ValueError("model_args needs pretrained=<checkpoint folder or Hub id>, e.g. "
                          "--model_args pretrained=GSAI-ML/LLaDA-8B-Base.")
-    if _looks_local(pretrained) and not os.path.isdir(os.path.expanduser(pretrained)):
-        raise ValueError(f"pretrained={pretrained!r} looks like a local folder but does not exist; give the folder "
-                         f"holding config.json (e.g. a training run's output_dir) or a Hub id like "
-                         f"GSAI-ML/LLaDA-8B-Base.")
     if dtype not in DTYPES:
         raise ValueError(f"dtype={dtype!r} is not one of {sorted(DTYPES)}.")
     if mode not in MODES:
@@ -350,8 +347,3 @@ def _estimator(model_config) -> str:
     with published LLaDA numbers) for every model that learned to fill masks, the XDLM bound at k1 = 1 for a uniform-
     noise model, which never saw a mask."""
     return "xdlm" if trained_setting(model_config, "objective") == "udlm" else "mdlm"
-
-
-def _looks_local(pretrained: str) -> bool:
-    """A path rather than a Hub id ("org/name"): absolute, relative (./, ../, ~) or with more than one '/'."""
-    return pretrained.startswith(("/", ".", "~")) or pretrained.count("/") > 1 or os.path.isdir(pretrained)

@@ -17,6 +17,8 @@ import torch
 import transformers
 from transformers import AutoTokenizer, set_seed
 
+from ..checkpoint import resolve_model_path
+from ..cli import UsageError
 from ..modeling import LLaDAConfig, LLaDAModelLM
 from ..tokenization import build_tokenizer
 from . import checkpoints
@@ -32,7 +34,8 @@ logger = logging.getLogger("llada_xdlm.train")
 def load_tokenizer(model_args: ModelArguments, data_args: DataArguments, raw_train):
     """The checkpoint's tokenizer, or (no path given) a byte-level BPE built from the training corpus."""
     if model_args.tokenizer_name_or_path:
-        return AutoTokenizer.from_pretrained(model_args.tokenizer_name_or_path, **(model_args.tokenizer_kwargs or {}))
+        return AutoTokenizer.from_pretrained(resolve_model_path(model_args.tokenizer_name_or_path),
+                                             **(model_args.tokenizer_kwargs or {}))
     logger.info("Building a %d-id tokenizer from the training corpus", model_args.tokenizer_vocab_size)
     return build_tokenizer(corpus_texts(raw_train, data_args), model_args.tokenizer_vocab_size)
 
@@ -40,7 +43,7 @@ def load_tokenizer(model_args: ModelArguments, data_args: DataArguments, raw_tra
 def model_config(model_args: ModelArguments, tokenizer) -> LLaDAConfig:
     """The checkpoint's config, or a fresh one sized by model_config with the tokenizer's vocabulary and special ids."""
     if model_args.model_name_or_path:
-        return LLaDAConfig.from_pretrained(model_args.model_name_or_path)
+        return LLaDAConfig.from_pretrained(resolve_model_path(model_args.model_name_or_path))
     specials = dict(
         vocab_size=len(tokenizer),
         embedding_size=len(tokenizer),
@@ -57,7 +60,8 @@ def load_model(model_args: ModelArguments, tokenizer) -> LLaDAModelLM:
     dtype = model_args.dtype
     if model_args.model_name_or_path:
         return LLaDAModelLM.from_pretrained(
-            model_args.model_name_or_path, dtype=dtype, attn_implementation=model_args.attn_implementation
+            resolve_model_path(model_args.model_name_or_path), dtype=dtype,
+            attn_implementation=model_args.attn_implementation,
         )
     dtype = torch.float32 if dtype == "auto" else getattr(torch, dtype)
     # _from_config builds under deepspeed.zero.Init when ZeRO-3 is on (partitioned at creation).
@@ -70,12 +74,12 @@ def resolve_mask_id(config, tokenizer) -> int:
     """The mask id from the model config (LLaDA: 126336), else the tokenizer's mask token; they must agree."""
     mask_id = config.mask_token_id if config.mask_token_id is not None else tokenizer.mask_token_id
     if mask_id is None:
-        raise ValueError(
+        raise UsageError(
             "No mask token id: the model config has mask_token_id=None and the tokenizer has no mask token. Set "
             "mask_token_id in the model config (LLaDA: 126336) or give the tokenizer a mask token."
         )
     if tokenizer.mask_token_id is not None and tokenizer.mask_token_id != mask_id:
-        raise ValueError(
+        raise UsageError(
             f"The model's mask_token_id={mask_id} differs from the tokenizer's mask token id "
             f"{tokenizer.mask_token_id}: use the tokenizer the model was trained with."
         )
@@ -85,19 +89,19 @@ def resolve_mask_id(config, tokenizer) -> int:
 def check_compatible(config, tokenizer, data_args: DataArguments, mask_id: int) -> None:
     """Errors before training: tokenizer ids outside the model, block longer than the model, mask id out of range."""
     if len(tokenizer) > config.embedding_size:
-        raise ValueError(
+        raise UsageError(
             f"Vocabulary mismatch: the tokenizer has {len(tokenizer)} ids but the model scores only "
             f"embedding_size={config.embedding_size}: use the model's own tokenizer (or resize the embeddings)."
         )
     if not 0 <= mask_id < config.embedding_size:
-        raise ValueError(f"mask_token_id={mask_id} is outside the model's {config.embedding_size} ids.")
+        raise UsageError(f"mask_token_id={mask_id} is outside the model's {config.embedding_size} ids.")
     if data_args.block_size > config.max_sequence_length:
-        raise ValueError(
+        raise UsageError(
             f"block_size={data_args.block_size} exceeds the model's max_sequence_length="
             f"{config.max_sequence_length}: lower block_size in the recipe."
         )
     if tokenizer.eos_token_id is None:
-        raise ValueError("The tokenizer has no EOS token: documents are separated (and SFT padded) with EOS.")
+        raise UsageError("The tokenizer has no EOS token: documents are separated (and SFT padded) with EOS.")
 
 
 def load_data(model_args: ModelArguments, data_args: DataArguments, seed: int):
@@ -154,7 +158,7 @@ def check_sample_prompts(tokenizer, diffusion_args: DiffusionArguments, config: 
     gen_length = checkpoint_sampler(config).gen_length
     longest = max(len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in diffusion_args.sample_prompts)
     if longest + gen_length > config.max_sequence_length:
-        raise ValueError(
+        raise UsageError(
             f"sample_prompts: a {longest}-token prompt plus the sampler's gen_length={gen_length} exceeds the model's "
             f"max_sequence_length={config.max_sequence_length}: set a shorter gen_length in the recipe's sampling "
             f"(e.g. sampling: {{gen_length: {config.max_sequence_length // 2}}})."
