@@ -5,11 +5,12 @@ command runs. `xdlm-train` and `xdlm-eval` are aliases of `xdlm train` and `xdlm
 `xdlm`. The options every evaluation command shares, and the next steps a training run prints, are written here.
 
 Bad input caught at the boundary (a recipe value, a data file, a model path) is raised as UsageError and printed as
-one line, `xdlm COMMAND: error: ...`, with exit status 2 as argparse does for a bad option; XDLM_DEBUG=1 shows its
+one line (so is a full disk), `xdlm COMMAND: error: ...`, with exit status 2 as argparse does for a bad option; XDLM_DEBUG=1 shows its
 traceback. Any other exception is a bug and keeps its traceback.
 """
 
 import argparse
+import errno
 import importlib
 import json
 import os
@@ -56,14 +57,20 @@ class UsageError(ValueError):
     traceback. A ValueError, so that code calling the library catches it as before."""
 
 
+def one_line(error: BaseException) -> bool:
+    """Whether an error says all a user needs in its message: bad input (UsageError) or a full disk (its message
+    names the path; a training run's also says what was kept)."""
+    return isinstance(error, UsageError) or (isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT))
+
+
 def run(name: str, argv: list[str], prog: str) -> int:
     """Run one command; its return value becomes the exit status when it is one (check-gpu), else 0. A UsageError
-    is printed as `prog: error: ...` and gives status 2 (its traceback too when XDLM_DEBUG is set)."""
+    or a full disk is printed as `prog: error: ...` and gives status 2 (its traceback too when XDLM_DEBUG is set)."""
     module = importlib.import_module(COMMANDS[name][0])
     try:
         result = module.main(argv, prog=prog)
-    except UsageError as err:
-        if os.environ.get(DEBUG_VARIABLE, "") not in ("", "0"):
+    except (UsageError, OSError) as err:
+        if not one_line(err) or os.environ.get(DEBUG_VARIABLE, "") not in ("", "0"):
             raise
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2

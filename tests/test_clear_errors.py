@@ -215,3 +215,35 @@ def test_a_check_after_the_data_is_read_is_one_error_line_too(tmp_path, capsys, 
     line = error_line(capsys, ["train", recipe], monkeypatch)
     assert line == ("xdlm train: error: block_size=128 exceeds the model's max_sequence_length=64: lower block_size "
                     "in the recipe.")
+
+
+# ---- the training run's own refusals and a full disk: one line too ----------------------------------------------
+
+def test_an_output_dir_holding_another_run_is_one_error_line(tmp_path, capsys, monkeypatch):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "model.safetensors").write_bytes(b"another run's weights")
+    line = error_line(capsys, ["train", tiny_recipe(tmp_path)], monkeypatch)
+    assert line.startswith("xdlm train: error: output_dir") and "already holds another run's files" in line
+    assert (tmp_path / "out" / "model.safetensors").read_bytes() == b"another run's weights"
+
+
+def test_resuming_from_a_folder_that_is_no_checkpoint_is_one_error_line(tmp_path, capsys, monkeypatch):
+    recipe = tiny_recipe(tmp_path)
+    line = error_line(capsys, ["train", recipe, "--resume_from_checkpoint", str(tmp_path / "nope")], monkeypatch)
+    assert line == f"xdlm train: error: resume_from_checkpoint={str(tmp_path / 'nope')!r} is not a directory."
+
+
+def test_a_full_disk_is_one_error_line_and_other_os_errors_keep_their_traceback(capsys, monkeypatch):
+    import errno
+
+    def fails_with(error):
+        def main(argv, prog):
+            raise error
+        monkeypatch.setattr(cli.importlib, "import_module", lambda name: types.SimpleNamespace(main=main))
+
+    fails_with(OSError(errno.ENOSPC, "No space left on device", "/data/run"))
+    assert error_line(capsys, ["sample"], monkeypatch) == \
+        "xdlm sample: error: [Errno 28] No space left on device: '/data/run'"
+    fails_with(OSError(errno.EACCES, "Permission denied", "/data/run"))
+    with pytest.raises(PermissionError):
+        cli.main(["sample"])

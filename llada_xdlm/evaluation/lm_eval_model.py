@@ -28,6 +28,7 @@ from lm_eval.utils import get_rolling_token_windows, make_disjoint_window, simpl
 from tqdm import tqdm
 
 from llada_xdlm.checkpoint import resolve_model_path, trained_setting
+from llada_xdlm.cli import UsageError
 from llada_xdlm.evaluation.likelihood import ESTIMATORS, nelbo_samples
 from llada_xdlm.sampling import SamplerConfig, checkpoint_sampler, generate, truncate_at_stop
 
@@ -110,7 +111,7 @@ class XDLMEvalLM(LM):
         self.mc_num = mc_num
         self.max_length = config.max_sequence_length if max_length is None else max_length
         if self.max_length <= self.sampler.gen_length:
-            raise ValueError(f"max_length={self.max_length} must exceed gen_length={self.sampler.gen_length} to "
+            raise UsageError(f"max_length={self.max_length} must exceed gen_length={self.sampler.gen_length} to "
                              f"leave room for the prompt.")
         self.mask_id = config.mask_token_id
         self.eos_id = config.eos_token_id
@@ -134,12 +135,12 @@ class XDLMEvalLM(LM):
         known |= {f.name for f in fields(SamplerConfig)}
         unknown = sorted(set(arg_dict) - known)
         if unknown:
-            raise ValueError(f"unknown model_args {unknown} for --model xdlm; valid keys: {sorted(known)}.")
+            raise UsageError(f"unknown model_args {unknown} for --model xdlm; valid keys: {sorted(known)}.")
         harness = {k: v for k, v in (additional_config or {}).items() if v is not None and k not in arg_dict}
         if isinstance(harness.get("batch_size"), str) and harness["batch_size"].isdigit():
             harness["batch_size"] = int(harness["batch_size"])  # lm-eval's --batch_size arrives as text
         if "max_batch_size" in harness:
-            raise ValueError("--max_batch_size needs --batch_size auto, which the xdlm model does not support; "
+            raise UsageError("--max_batch_size needs --batch_size auto, which the xdlm model does not support; "
                              "pass an integer batch_size.")
         return cls(**harness, **arg_dict)
 
@@ -239,7 +240,7 @@ class XDLMEvalLM(LM):
         if self.mode == "paper":
             ids = self.tokenizer(text)["input_ids"]
             if len(ids) > room:
-                raise ValueError(f"a prompt of {len(ids)} tokens plus gen_length={self.sampler.gen_length} exceeds "
+                raise UsageError(f"a prompt of {len(ids)} tokens plus gen_length={self.sampler.gen_length} exceeds "
                                  f"max_length={self.max_length}; mode=paper never truncates a prompt: raise "
                                  f"max_length (model_args max_length=...) if the model allows it.")
             return ids
@@ -294,9 +295,9 @@ class XDLMEvalLM(LM):
             context, continuation = r.args
             ctx, target = self._encode_pair(context, continuation)
             if not target:
-                raise ValueError(f"empty continuation for context {context[-50:]!r}: nothing to score.")
+                raise UsageError(f"empty continuation for context {context[-50:]!r}: nothing to score.")
             if len(target) >= self.max_length:
-                raise ValueError(f"continuation of {len(target)} tokens does not fit max_length={self.max_length}.")
+                raise UsageError(f"continuation of {len(target)} tokens does not fit max_length={self.max_length}.")
             ctx = ctx[-(self.max_length - len(target)):]
             answer = (-self._nelbo(ctx, target, context + continuation), self._is_greedy(ctx, target))
             results.append(answer)
@@ -323,21 +324,21 @@ def _validate(pretrained, dtype, batch_size, mode, mc_num, likelihood, max_lengt
 
     def positive_int(name, value):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name}={value!r} must be a positive integer.")
+            raise UsageError(f"{name}={value!r} must be a positive integer.")
 
     if not pretrained:
-        raise ValueError("model_args needs pretrained=<checkpoint folder or Hub id>, e.g. "
+        raise UsageError("model_args needs pretrained=<checkpoint folder or Hub id>, e.g. "
                          "--model_args pretrained=GSAI-ML/LLaDA-8B-Base.")
     if dtype not in DTYPES:
-        raise ValueError(f"dtype={dtype!r} is not one of {sorted(DTYPES)}.")
+        raise UsageError(f"dtype={dtype!r} is not one of {sorted(DTYPES)}.")
     if mode not in MODES:
-        raise ValueError(f"mode={mode!r} is not one of {MODES}.")
+        raise UsageError(f"mode={mode!r} is not one of {MODES}.")
     for name, value in [("batch_size", batch_size), ("mc_num", mc_num)]:
         positive_int(name, value)
     if max_length is not None:
         positive_int("max_length", max_length)
     if likelihood is not None and likelihood not in ESTIMATORS:
-        raise ValueError(f"likelihood={likelihood!r} is not one of {ESTIMATORS}.")
+        raise UsageError(f"likelihood={likelihood!r} is not one of {ESTIMATORS}.")
     defaults = {"gen_length": 256, **({"refine_budget": "block"} if mode == "paper" else {})}
     return defaults
 

@@ -242,7 +242,7 @@ def check_resumed_recipe(checkpoint: str, recipe: dict) -> list[str]:
     listed = lambda keys: ", ".join(f"{k} {changes[k][0]!r} -> {changes[k][1]!r}" for k in keys)  # noqa: E731
     refused = [key for key in changes if key not in RESUME_MAY_CHANGE]
     if refused:
-        raise ValueError(
+        raise UsageError(
             f"resume_from_checkpoint: {checkpoint} was trained with another recipe ({path}): {listed(refused)}. "
             "These keys change what is trained (learning rate and optimizer settings are restored from the "
             "checkpoint, a new value would be ignored): revert them, or train afresh into a new output_dir."
@@ -302,6 +302,9 @@ def run(model_args: ModelArguments, data_args: DataArguments, diffusion_args: Di
         report_finished(training_args, resume, done)
         return {}
     notes = check_resumed_recipe(resume, recipe) if resume else []
+    for path in (model_args.model_name_or_path, model_args.tokenizer_name_or_path):
+        if path:
+            resolve_model_path(path)  # a local path that is not there stops the run before the data is read
 
     load = load_pretokenized if data_args.pretokenized_dir else load_data
     tokenizer, train_dataset, eval_dataset = load(model_args, data_args, training_args.seed)
