@@ -316,9 +316,10 @@ def _remask_loop(x, logits_at, P, config, mask_id, generator, history):
             masks_left = is_mask.sum(dim=1)  # [B]
             if threshold is not None and i > 0 and not bool(masks_left.any()):
                 break  # every row finished the block early
-            x0, conf, p_cur = _propose(logits_at(start, end, refresh=i == 0), xw, config.temperature, generator)
+            x0, conf, p_cur, log_conf = _propose(logits_at(start, end, refresh=i == 0), xw, config.temperature,
+                                               generator)
             if config.remasking == "low_confidence":
-                score = conf
+                score = log_conf  # conf's order, without its float32 ties at 1
             else:
                 score = torch.rand(conf.shape, generator=generator, device=conf.device)
             n_fill = -(-masks_left // (steps_per_block - i))  # [B] ceil: the fixed schedule's share
@@ -330,7 +331,7 @@ def _remask_loop(x, logits_at, P, config, mask_id, generator, history):
             if k1 > 0:
                 budget = _refine_budget(k1, filled, refined, xw.shape[1], config.refine_budget == "block" and i == 0)
                 can = ~is_mask & (x0 != xw) & (conf >= p_cur) & (masks_left > 0)[:, None]
-                refine = _top_k_per_row(conf, can, budget)
+                refine = _top_k_per_row(log_conf, can, budget)
                 new = torch.where(refine, x0, new)
                 refined += refine.sum(dim=1)
             xw.copy_(new)
@@ -378,9 +379,12 @@ def ancestral_step(logits, z_t, alpha_t, alpha_s, k1, mask_id, generator=None) -
 
 
 def _propose(logits, current, temperature, generator):
-    """Candidate tokens x0 = argmax(logits + temperature * Gumbel), their probability p(x0) under softmax(logits)
-    and the probability of the current tokens p(current) (0 at masks: banned ids are already -inf).
-    logits [B, W, V], current [B, W] -> x0, conf, p_cur [B, W] (float32).
+    """Candidate tokens x0 = argmax(logits + temperature * Gumbel), their probability p(x0) under softmax(logits),
+    the probability of the current tokens p(current) (0 at masks: banned ids are already -inf), and log p(x0), the
+    ranking key. log p(x0) = -log1p(rest / e(x0)), with e = exp(logit - max) and `rest` the sum of e over the other
+    ids, summed directly: near-certain candidates keep their true order there, where p(x0) rounds to 1 in float32
+    once the logit gap exceeds ~17 (float64: ~37) and would tie; it is float64, so uncertain ones keep p's precision.
+    logits [B, W, V], current [B, W] -> x0, conf, p_cur [B, W] (float32), log_conf [B, W] (float64).
 
     The normaliser is computed in place in `logits`, which is consumed: over V = 126k a temporary [B, W, V] per
     step costs as much as the reductions themselves (float32 logits are overwritten, others are upcast once)."""
@@ -394,9 +398,14 @@ def _propose(logits, current, temperature, generator):
     cur = logits.gather(-1, current[..., None]).squeeze(-1)
     row_max, top, cur = row_max.float()[..., None], top.float(), cur.float()
     shifted = logits.float() if logits.dtype != torch.float32 else logits
-    norm = shifted.sub_(row_max).exp_().sum(dim=-1)  # [B, W] sum of exp(logits - max)
+    shifted.sub_(row_max).exp_().scatter_(-1, x0[..., None], 0.0)
+    rest = shifted.sum(dim=-1)  # [B, W] sum of exp(logits - max) over the ids other than x0
     row_max = row_max.squeeze(-1)
-    return x0, (top - row_max).exp() / norm, (cur - row_max).exp() / norm
+    top = (top - row_max).exp()
+    norm = top + rest
+    log_conf = torch.log1p(rest.double() / top).neg_().clamp_(min=torch.finfo(torch.float64).min)  # finite: an
+    # underflowed candidate (p < 1e-38, Gumbel-drawn) still outranks the ineligible positions (-inf)
+    return x0, top / norm, (cur - row_max).exp() / norm, log_conf
 
 
 def _gumbel(shape, generator, device) -> torch.Tensor:
