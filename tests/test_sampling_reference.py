@@ -137,3 +137,13 @@ def test_authors_compat_refuses_what_their_sampler_lacks(tiny_model, uneven_prom
     settings = {"compat": "xdlm-authors", "refine_budget": "block", **kwargs}
     with pytest.raises(ValueError, match=match):
         generate(tiny_model, *uneven_prompts, steps=4, gen_length=8, **settings)
+
+
+def test_lm_eval_model_args_select_the_authors_sampler(checkpoint):
+    from llada_xdlm.evaluation.lm_eval_model import XDLMEvalLM
+
+    lm = XDLMEvalLM.create_from_arg_string(f"pretrained={checkpoint},mode=paper,compat=xdlm-authors,device=cpu,"
+                                           f"max_length=512", {"batch_size": 1})
+    assert lm.sampler.compat == "xdlm-authors" and lm.sampler.refine_budget == "block"  # mode=paper's budget rule
+    with pytest.raises(ValueError, match="pass refine_budget='block'"):  # mode=standard counts it globally
+        XDLMEvalLM.create_from_arg_string(f"pretrained={checkpoint},compat=xdlm-authors,device=cpu", {"batch_size": 1})
