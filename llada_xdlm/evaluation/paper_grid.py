@@ -9,8 +9,10 @@ pretraining checkpoints of step 600 sampled with k1 0 and 0.1; five benchmarks (
 with their prompts and scoring (`llada_xdlm.evaluation.paper`, tasks in eval/paper/). Every cell runs the xdlm
 lm-eval model in mode "paper" in a subprocess: `accelerate launch` over all visible GPUs when there are several
 (lm-eval shards the requests), plain python otherwise. A finished cell leaves `cells/<row>/steps<S>/<task>.json`;
-a rerun skips it, so a killed grid resumes where it stopped. The table (`grid.md`) and the plot (`grid.png`) put
-the paper's published numbers beside ours where known (stars in the plot).
+a rerun skips it, so a killed grid resumes where it stopped. `--compat xdlm-authors` samples with the authors'
+own sampler instead of ours (docs/evaluation.md); each cell records which, and a folder holds one. The table
+(`grid.md`) and the plot (`grid.png`) put the paper's published numbers beside ours where known (stars in the
+plot).
 """
 
 import argparse
