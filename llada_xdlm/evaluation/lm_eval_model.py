@@ -61,7 +61,8 @@ class XDLMEvalLM(LM):
         (the XDLM authors' harness: prompt tokenized with the tokenizer's special tokens, the whole generated span
         decoded with special tokens skipped (text after an EOS kept), cut at the first stop string, no prompt
         truncation, refine_budget "block" unless given); sampler_settings: any SamplerConfig field (steps,
-        gen_length, block_length, k1, refine_budget, temperature, remasking, cfg_scale (generation only), ...),
+        gen_length, block_length, k1, refine_budget, temperature, remasking, cfg_scale (generation only), compat
+        ("xdlm-authors": the authors' sampler, docs/evaluation.md), ...),
         each defaulting to the checkpoint's (config.json `sampling`, config.k1), else gen_length 256 and
         SamplerConfig's; mc_num: samples per loglikelihood; likelihood: "mdlm" (LLaDA's estimator, low variance) or
         "xdlm" (the XDLM bound at k1); default "mdlm", "xdlm" for a checkpoint trained with objective udlm;
