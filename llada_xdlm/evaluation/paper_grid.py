@@ -26,6 +26,7 @@ import sys
 import time
 from dataclasses import dataclass
 
+from ..cli import UsageError
 from .paper import CODE_OUTCOMES
 
 PAPER_STEPS = (32, 64, 128, 256)
@@ -79,7 +80,7 @@ def parse_row(spec: str) -> GridRow:
     """`NAME=PATH` or `NAME=PATH:K1` (k1 defaults to 0.1 for names containing "xdlm", else 0)."""
     name, sep, rest = spec.partition("=")
     if not sep or not name or not rest:
-        raise ValueError(f"--model {spec!r}: write NAME=CHECKPOINT or NAME=CHECKPOINT:K1, e.g. "
+        raise UsageError(f"--model {spec!r}: write NAME=CHECKPOINT or NAME=CHECKPOINT:K1, e.g. "
                          f"xdlm-cpt-600=outputs/llada-xdlm/checkpoint-600:0.1.")
     path, sep, k1 = rest.rpartition(":")
     if not sep or not _is_number(k1):
@@ -211,7 +212,7 @@ def _refuse_other_compat(output: str, rows, steps_list, tasks, compat: str) -> N
                 with open(path, encoding="utf-8") as f:
                     theirs = json.load(f).get("compat", "none")
                 if theirs != compat:
-                    raise ValueError(f"{path} was sampled with compat={theirs}, this grid asks for compat={compat}; "
+                    raise UsageError(f"{path} was sampled with compat={theirs}, this grid asks for compat={compat}; "
                                      f"write to another --output (or delete that folder's cells).")
 
 
