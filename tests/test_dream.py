@@ -1,0 +1,313 @@
+"""Dream-7B as a backbone: the official config and state-dict names, logits against an independent implementation
+of the published architecture, the shift to token-aligned rows done once (same loss and same samples as a
+LLaDA-style model reading the same shifted logits), and the KV cache's spans."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoModel, TrainingArguments
+
+from llada_xdlm import DreamConfig, DreamModelLM, LLaDAOutput, generate
+from llada_xdlm.modeling import load_backbone
+from llada_xdlm.training.args import DiffusionArguments
+from llada_xdlm.training.trainer import XDLMTrainer
+
+# Dream-org/Dream-v0-Base-7B's config.json, every key as published.
+DREAM_7B_CONFIG = {
+    "architectures": ["DreamModel"],
+    "attention_dropout": 0.0,
+    "auto_map": {"AutoConfig": "configuration_dream.DreamConfig", "AutoModel": "modeling_dream.DreamModel"},
+    "bos_token_id": 151643,
+    "eos_token_id": 151643,
+    "hidden_act": "silu",
+    "hidden_size": 3584,
+    "initializer_range": 0.02,
+    "intermediate_size": 18944,
+    "mask_token_id": 151666,
+    "max_position_embeddings": 131072,
+    "max_window_layers": 28,
+    "model_type": "Dream",
+    "num_attention_heads": 28,
+    "num_hidden_layers": 28,
+    "num_key_value_heads": 4,
+    "pad_token_id": 151643,
+    "rms_norm_eps": 1e-06,
+    "rope_scaling": None,
+    "rope_theta": 1000000.0,
+    "sliding_window": None,
+    "tie_word_embeddings": False,
+    "torch_dtype": "bfloat16",
+    "transformers_version": "4.46.2",
+    "use_cache": False,
+    "use_sliding_window": False,
+    "vocab_size": 152064,
+}
+
+
+@pytest.fixture
+def dream_config(tiny_tokenizer) -> DreamConfig:
+    V = len(tiny_tokenizer)
+    return DreamConfig(
+        vocab_size=V, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=256, rope_theta=10000.0,
+        mask_token_id=tiny_tokenizer.mask_token_id, bos_token_id=tiny_tokenizer.bos_token_id,
+        eos_token_id=tiny_tokenizer.eos_token_id, pad_token_id=tiny_tokenizer.pad_token_id,
+    )
+
+
+@pytest.fixture
+def dream(dream_config) -> DreamModelLM:
+    torch.manual_seed(0)
+    model = DreamModelLM(dream_config).float().eval()
+    with torch.no_grad():  # random biases and norm weights, so a misplaced one shows
+        for name, p in model.named_parameters():
+            if name.endswith("bias") or "norm" in name:
+                p.copy_(torch.randn_like(p) * 0.5 + (1.0 if "norm" in name else 0.0))
+    return model
+
+
+def reference_dream_logits(sd: dict, cfg: DreamConfig, ids: torch.Tensor, attention_mask: torch.Tensor | None):
+    """Dream's published forward, written from the architecture (Qwen2: RMSNorm, q/k/v with biases, grouped-query
+    attention, RoPE on positions that skip the left padding, SwiGLU), with attention both ways over the real
+    tokens, then Dream's read-out: the prediction for position i is the head's output at i - 1, position 0 keeps
+    its own."""
+    B, L = ids.shape
+    H, Hkv, D = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.hidden_size
+    hd = D // H
+    am = torch.ones_like(ids) if attention_mask is None else attention_mask
+    pos = am.cumsum(-1) - 1  # the first real token is position 0
+    pos = pos.masked_fill(am == 0, 1)
+    allowed = am.bool()[:, None, :, None] & am.bool()[:, None, None, :]  # [B, 1, L, L] real query x real key
+    bias = torch.zeros(B, 1, L, L).masked_fill(~allowed, torch.finfo(torch.float32).min)
+    inv_freq = 1.0 / cfg.rope_theta ** (torch.arange(0, hd, 2).float() / hd)
+    angles = pos[..., None].float() * inv_freq  # [B, L, hd / 2]
+    cos = torch.cat([angles.cos(), angles.cos()], -1)[:, None]  # [B, 1, L, hd]
+    sin = torch.cat([angles.sin(), angles.sin()], -1)[:, None]
+
+    def rms(x, w):
+        return w * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + cfg.rms_norm_eps))
+
+    def rope(x):
+        return x * cos + torch.cat([-x[..., hd // 2:], x[..., : hd // 2]], -1) * sin
+
+    h = sd["model.embed_tokens.weight"][ids]
+    for i in range(cfg.num_hidden_layers):
+        p = f"model.layers.{i}."
+        a = rms(h, sd[p + "input_layernorm.weight"])
+        q = (a @ sd[p + "self_attn.q_proj.weight"].T + sd[p + "self_attn.q_proj.bias"]).view(B, L, H, hd)
+        k = (a @ sd[p + "self_attn.k_proj.weight"].T + sd[p + "self_attn.k_proj.bias"]).view(B, L, Hkv, hd)
+        v = (a @ sd[p + "self_attn.v_proj.weight"].T + sd[p + "self_attn.v_proj.bias"]).view(B, L, Hkv, hd)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+        k, v = k.repeat_interleave(H // Hkv, dim=1), v.repeat_interleave(H // Hkv, dim=1)  # head j reads kv j // g
+        scores = rope(q) @ rope(k).transpose(-1, -2) / math.sqrt(hd) + bias
+        o = (scores.softmax(-1) @ v).transpose(1, 2).reshape(B, L, D)
+        h = h + o @ sd[p + "self_attn.o_proj.weight"].T
+        m = rms(h, sd[p + "post_attention_layernorm.weight"])
+        h = h + (F.silu(m @ sd[p + "mlp.gate_proj.weight"].T) * (m @ sd[p + "mlp.up_proj.weight"].T)) @ sd[
+            p + "mlp.down_proj.weight"].T
+    logits = rms(h, sd["model.norm.weight"]) @ sd["lm_head.weight"].T
+    return torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
+
+
+# ---- the official checkpoint's format ----------------------------------------------------------------------------
+
+
+def test_official_config_json_builds_dream_7b():
+    config = DreamConfig.from_dict(DREAM_7B_CONFIG)
+    assert (config.hidden_size, config.num_hidden_layers, config.num_attention_heads, config.num_key_value_heads,
+            config.intermediate_size, config.vocab_size) == (3584, 28, 28, 4, 18944, 152064)
+    assert config.rope_theta == 1e6 and config.rms_norm_eps == 1e-6 and config.mask_token_id == 151666
+    assert config.embedding_size == 152064 and config.max_sequence_length == 131072  # the shared names
+    assert not config.tie_word_embeddings and config.head_dim == 128
+
+
+def test_state_dict_names_are_the_official_checkpoints(dream, dream_config):
+    per_layer = ["input_layernorm.weight", "post_attention_layernorm.weight", "mlp.gate_proj.weight",
+                 "mlp.up_proj.weight", "mlp.down_proj.weight", "self_attn.o_proj.weight"]
+    per_layer += [f"self_attn.{x}_proj.{w}" for x in "qkv" for w in ("weight", "bias")]
+    want = {"model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"}
+    want |= {f"model.layers.{i}.{name}" for i in range(dream_config.num_hidden_layers) for name in per_layer}
+    assert set(dream.state_dict()) == want
+    assert dream.model.layers[0].self_attn.k_proj.weight.shape == (2 * 16, 64)  # grouped-query: 2 kv heads of 16
+
+
+@pytest.mark.parametrize("tie", [False, True])
+def test_saved_checkpoint_loads_back_through_auto_model(dream, dream_config, tmp_path, tie):
+    config = DreamConfig.from_dict({**dream_config.to_dict(), "tie_word_embeddings": tie})
+    model = DreamModelLM(config).eval()
+    model.save_pretrained(tmp_path)
+    loaded = AutoModel.from_pretrained(tmp_path).eval()
+    assert type(loaded) is DreamModelLM and type(load_backbone(str(tmp_path))) is DreamModelLM
+    assert (loaded.lm_head.weight is loaded.model.embed_tokens.weight) == tie
+    ids = torch.randint(0, 300, (2, 9))
+    torch.testing.assert_close(loaded(ids).logits, model(ids).logits, rtol=0, atol=0)
+
+
+def test_unsupported_official_options_are_refused():
+    with pytest.raises(ValueError, match="use_sliding_window"):
+        DreamConfig(use_sliding_window=True)
+    with pytest.raises(ValueError, match="rope_scaling"):
+        DreamConfig(rope_scaling={"rope_type": "yarn", "factor": 4.0})
+    with pytest.raises(ValueError, match="is_causal"):
+        DreamModelLM(DreamConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                 num_attention_heads=2, num_key_value_heads=1))(torch.zeros(1, 3, dtype=torch.long),
+                                                                                is_causal=True)
+
+
+# ---- logits against the reference ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("attn_implementation", ["sdpa", "eager"])
+def test_logits_equal_the_reference_implementation(dream, dream_config, attn_implementation):
+    dream.config._attn_implementation = attn_implementation
+    torch.manual_seed(1)
+    ids = torch.randint(0, dream_config.vocab_size, (3, 12))
+    with torch.no_grad():
+        got = dream(ids).logits
+        want = reference_dream_logits(dream.state_dict(), dream_config, ids, None)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_logits_with_left_padding_equal_the_reference_on_every_predicted_token(dream, dream_config):
+    """Rows padded on the left by 0, 3 and 6 tokens: every row whose preceding position is a real token (the rows
+    Dream's sampler and scorer read) equals the reference, which shifts the positions past the padding."""
+    torch.manual_seed(2)
+    ids = torch.randint(0, dream_config.vocab_size, (3, 12))
+    am = torch.ones_like(ids)
+    am[1, :3] = 0
+    am[2, :6] = 0
+    with torch.no_grad():
+        got = dream(ids, attention_mask=am).logits
+        want = reference_dream_logits(dream.state_dict(), dream_config, ids, am)
+    predicted = torch.zeros_like(am, dtype=torch.bool)
+    predicted[:, 1:] = am[:, :-1].bool()
+    assert int(predicted.sum()) == 11 + 8 + 5
+    torch.testing.assert_close(got[predicted], want[predicted], rtol=1e-5, atol=1e-5)
+
+
+def test_logits_to_keep_and_last_hidden_state_are_token_aligned(dream):
+    """logits_to_keep picks rows of the aligned logits, and the LM head on last_hidden_state gives them all (what
+    the fused loss reads)."""
+    ids = torch.randint(0, 300, (2, 10))
+    with torch.no_grad():
+        full = dream(ids)
+        assert torch.equal(dream(ids, logits_to_keep=slice(4, 7)).logits, full.logits[:, 4:7])
+        assert torch.equal(dream(ids, logits_to_keep=3).logits, full.logits[:, -3:])
+        torch.testing.assert_close(dream.lm_head(full.last_hidden_state), full.logits)
+
+
+# ---- the KV cache --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("span", [(5, 9), (5, 14), (0, 4)], ids=["dual", "prefix", "at-start"])
+def test_span_against_a_fresh_cache_equals_the_full_forward(dream, dream_config, span):
+    """A span run against the cache of the same canvas gives the full forward's rows, the span's first row
+    included (it is read from the state of the position before the span, kept in the cache)."""
+    start, end = span
+    torch.manual_seed(3)
+    ids = torch.randint(0, dream_config.vocab_size, (2, 14))
+    am = torch.ones_like(ids)
+    am[1, :2] = 0
+    with torch.no_grad():
+        full = dream(ids, attention_mask=am, use_cache=True)
+        out = dream(ids[:, start:end], attention_mask=am, past_key_values=full.cache,
+                    cache_position=torch.arange(start, end))
+    torch.testing.assert_close(out.logits, full.logits[:, start:end], rtol=1e-5, atol=1e-5)
+
+
+# ---- the shift, done once: same loss, same samples as a LLaDA-style model ------------------------------------
+
+
+class NextTokenLogitsAsLLaDA(nn.Module):
+    """A LLaDA-style model (row i of its logits predicts token i, no cache, no logits_to_keep) built on a Dream
+    model's raw head output: the shift Dream's sampler applies, written here independently of the package."""
+
+    def __init__(self, dream: DreamModelLM):
+        super().__init__()
+        self.dream, self.config = dream, dream.config
+
+    def get_output_embeddings(self):
+        return self.dream.lm_head
+
+    def forward(self, input_ids, attention_mask=None, **kwargs):
+        raw = self.dream(input_ids, attention_mask=attention_mask, output_hidden_states=True).hidden_states[-1]
+        hidden = torch.cat([raw[:, :1], raw[:, :-1]], dim=1)
+        return LLaDAOutput(logits=self.dream.lm_head(hidden), last_hidden_state=hidden)
+
+
+@pytest.mark.parametrize("implementation", ["fused", "unfused"])
+def test_dream_and_a_llada_style_model_on_the_same_shifted_logits_give_the_same_loss(
+        dream, tiny_tokenizer, corpus_texts, tmp_path, implementation):
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none")
+    trainer = XDLMTrainer(model=dream, args=args, mask_token_id=tiny_tokenizer.mask_token_id,
+                          diffusion_args=DiffusionArguments(objective="xdlm", k1=0.3,
+                                                            loss_implementation=implementation))
+    ids = tiny_tokenizer(" ".join(corpus_texts), add_special_tokens=False)["input_ids"][: 4 * 32]
+    clean = torch.tensor(ids).view(4, 32)
+    batch = {"input_ids": clean, "labels": clean.clone()}
+    with torch.no_grad():
+        got, _ = trainer.per_token_loss(dream, batch, generator=torch.Generator().manual_seed(0))
+        want, _ = trainer.per_token_loss(NextTokenLogitsAsLLaDA(dream), batch,
+                                         generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+    assert got.shape == (4 * 32,) and bool((got > 0).all())
+
+
+@pytest.mark.parametrize("settings", [dict(k1=0.0), dict(k1=0.3, block_length=4)])
+def test_generate_with_dream_equals_generate_with_a_llada_style_model(dream, tiny_tokenizer, settings):
+    tiny_tokenizer.padding_side = "left"
+    enc = tiny_tokenizer(["The quick brown fox", "A module"], return_tensors="pt", padding=True)
+    kw = dict(steps=8, gen_length=16, temperature=0.0, **settings)
+    dream.double()
+    with torch.no_grad():
+        got = generate(dream, enc.input_ids, enc.attention_mask, generator=torch.Generator().manual_seed(0), **kw)
+        want = generate(NextTokenLogitsAsLLaDA(dream), enc.input_ids, enc.attention_mask,
+                        generator=torch.Generator().manual_seed(0), **kw)
+    assert torch.equal(got, want)
+    assert not bool((got == tiny_tokenizer.mask_token_id).any())
+
+
+class DreamFreshCache(DreamModelLM):
+    """Serves every cached span forward from a cache rebuilt from the current canvas (keys, values and final
+    states copied into the sampler's cache), then runs the span as usual: exact, so the cached sampler must match
+    the uncached one token for token at k1 = 0."""
+
+    canvases: dict
+
+    def forward(self, input_ids, attention_mask=None, past_key_values=None, cache_position=None, **kwargs):
+        if past_key_values is None:
+            out = super().forward(input_ids, attention_mask=attention_mask, **kwargs)
+            if out.cache is not None:
+                self.canvases[id(out.cache.hidden)] = input_ids.clone()
+            return out
+        canvas = self.canvases[id(past_key_values.hidden)]
+        canvas[:, cache_position] = input_ids
+        fresh = super().forward(canvas, attention_mask=attention_mask, use_cache=True).cache
+        for (k, v), (fresh_k, fresh_v) in zip(past_key_values, fresh):
+            k.copy_(fresh_k)
+            v.copy_(fresh_v)
+        past_key_values.hidden.copy_(fresh.hidden)
+        return super().forward(input_ids, attention_mask=attention_mask, past_key_values=past_key_values,
+                               cache_position=cache_position, **kwargs)
+
+
+@pytest.mark.parametrize("cache", ["prefix", "dual"])
+def test_generate_with_a_fresh_dream_kv_cache_equals_the_uncached_sampler(dream, dream_config, tiny_tokenizer,
+                                                                          cache):
+    """Spans read the keys and values of the rest, and the state of the position before them, from the cache."""
+    fresh = DreamFreshCache(dream_config)
+    fresh.canvases = {}
+    fresh.load_state_dict(dream.state_dict())
+    fresh, dream = fresh.double().eval(), dream.double()
+    tiny_tokenizer.padding_side = "left"
+    enc = tiny_tokenizer(["The quick brown fox", "A module"], return_tensors="pt", padding=True)
+    kw = dict(steps=16, gen_length=16, block_length=4, k1=0.0, remasking="random")  # blocks start at any step
+    with torch.no_grad():
+        cached = generate(fresh, enc.input_ids, enc.attention_mask, cache=cache,
+                          generator=torch.Generator().manual_seed(0), **kw)
+        plain = generate(dream, enc.input_ids, enc.attention_mask, generator=torch.Generator().manual_seed(0), **kw)
+    assert torch.equal(cached, plain)
+    assert not bool((cached == tiny_tokenizer.mask_token_id).any())
