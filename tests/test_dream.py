@@ -2,15 +2,23 @@
 of the published architecture, the shift to token-aligned rows done once (same loss and same samples as a
 LLaDA-style model reading the same shifted logits), and the KV cache's spans."""
 
+import glob
+import json
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
 from torch import nn
 from transformers import AutoModel, TrainingArguments
 
 from llada_xdlm import DreamConfig, DreamModelLM, LLaDAOutput, generate
+from llada_xdlm import cli
 from llada_xdlm.modeling import load_backbone
 from llada_xdlm.training.args import DiffusionArguments
 from llada_xdlm.training.trainer import XDLMTrainer
@@ -311,3 +319,84 @@ def test_generate_with_a_fresh_dream_kv_cache_equals_the_uncached_sampler(dream,
         plain = generate(dream, enc.input_ids, enc.attention_mask, generator=torch.Generator().manual_seed(0), **kw)
     assert torch.equal(cached, plain)
     assert not bool((cached == tiny_tokenizer.mask_token_id).any())
+
+
+# ---- the command-line jobs on a tiny random-weight Dream checkpoint ----------------------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURE_TASKS = REPO / "tests" / "fixtures" / "eval_tasks"
+OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_ALLOW_CODE_EVAL": "1"}
+
+
+@pytest.fixture
+def dream_checkpoint(dream, tiny_tokenizer, tmp_path) -> str:
+    path = tmp_path / "tiny-dream"
+    dream.save_pretrained(path)
+    tiny_tokenizer.save_pretrained(path)
+    return str(path)
+
+
+@pytest.mark.slow
+def test_xdlm_train_continues_a_dream_checkpoint_with_the_xdlm_loss(dream_checkpoint, tmp_path):
+    recipe = {"model_name_or_path": dream_checkpoint, "data_files": [str(REPO / "data/stdlib_docs/train.jsonl")],
+              "block_size": 32, "objective": "xdlm", "k1": 0.1, "use_cpu": True, "seed": 0, "max_steps": 3,
+              "per_device_train_batch_size": 2, "learning_rate": 1e-3, "logging_steps": 1, "save_strategy": "no",
+              "report_to": "none", "disable_tqdm": True, "output_dir": str(tmp_path / "out")}
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    assert cli.main(["train", str(tmp_path / "recipe.yaml")]) == 0
+    saved = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert saved["model_type"] == "Dream" and saved["objective"] == "xdlm" and saved["k1"] == 0.1
+    history = json.loads((tmp_path / "out" / "trainer_state.json").read_text())["log_history"]
+    losses = [h["loss"] for h in history if "loss" in h]
+    assert len(losses) == 3 and all(math.isfinite(x) and x > 0 for x in losses)
+    before, after = load_backbone(dream_checkpoint), load_backbone(str(tmp_path / "out"))
+    assert type(after) is DreamModelLM
+    assert not torch.equal(before.lm_head.weight, after.lm_head.weight)  # it trained
+
+
+def test_xdlm_sample_on_a_dream_checkpoint_prints_what_generate_gives(dream_checkpoint, dream, tiny_tokenizer,
+                                                                      capsys):
+    prompts = ["The module returns", "Open the file"]
+    argv = ["sample", "--model", dream_checkpoint, "--prompt", prompts[0], "--prompt", prompts[1], "--steps", "8",
+            "--gen_length", "16", "--k1", "0.3", "--cache", "dual", "--block_length", "8", "--seed", "3",
+            "--device", "cpu"]
+    assert cli.main(argv) == 0
+    printed = capsys.readouterr().out.splitlines()
+    enc = tiny_tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left")
+    with torch.no_grad():
+        out = generate(dream, enc.input_ids, enc.attention_mask, steps=8, gen_length=16, k1=0.3, cache="dual",
+                       block_length=8, eos_token_id=tiny_tokenizer.eos_token_id,
+                       generator=torch.Generator().manual_seed(3))
+    texts = tiny_tokenizer.batch_decode(out[:, enc.input_ids.shape[1]:], skip_special_tokens=True)
+    assert printed == [p + t for p, t in zip(prompts, texts)] and any(texts)
+
+
+@pytest.mark.slow
+def test_xdlm_eval_scores_a_dream_checkpoint_on_every_request_type(dream_checkpoint, tmp_path, monkeypatch):
+    for key, value in OFFLINE.items():
+        monkeypatch.setenv(key, value)
+    tasks = ["xdlm_fixture_gsm8k", "xdlm_fixture_mc", "xdlm_fixture_rolling"]  # generate, loglikelihood, rolling
+    args = "steps=4,gen_length=8,mc_num=4,batch_size=4,max_length=64,dtype=float32,device=cpu"
+    cli.main(["eval", "--model", "xdlm", "--model_args", f"pretrained={dream_checkpoint},{args}", "--tasks",
+              ",".join(tasks), "--include_path", str(FIXTURE_TASKS), "--output_path", str(tmp_path / "out")])
+    (results_file,) = glob.glob(str(tmp_path / "out" / "**" / "results_*.json"), recursive=True)
+    results = json.loads(Path(results_file).read_text())
+    assert set(tasks) <= set(results["results"])
+    assert results["config"]["model_args"]["pretrained"] == dream_checkpoint
+    nll = results["results"]["xdlm_fixture_rolling"]
+    assert all(math.isfinite(v) for k, v in nll.items() if "," in k and "stderr" not in k)
+
+
+@pytest.mark.slow
+def test_xdlm_paper_grid_runs_a_dream_checkpoint(dream_checkpoint, tmp_path):
+    output = tmp_path / "grid"
+    command = [sys.executable, "-m", "llada_xdlm", "paper-grid", "--output", str(output),
+               "--model", f"dream={dream_checkpoint}:0.1", "--steps", "4", "--tasks", "xdlm_fixture_gsm8k",
+               "--include_path", str(FIXTURE_TASKS),
+               "--model_args", "gen_length=8,block_length=8,dtype=float32,max_length=256,device=cpu"]
+    run = subprocess.run(command, env={**os.environ, **OFFLINE}, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    record = json.loads((output / "cells" / "dream" / "steps4" / "xdlm_fixture_gsm8k.json").read_text())
+    assert record["pretrained"] == dream_checkpoint and record["k1"] == 0.1 and 0.0 <= record["score"] <= 100.0
+    assert record["tokens_per_forward"] == 8 / 4
+    assert "| dream | 0.1 | 4 |" in (output / "grid.md").read_text()
