@@ -19,6 +19,7 @@ from transformers import AutoModel, TrainingArguments
 
 from llada_xdlm import DreamConfig, DreamModelLM, LLaDAOutput, generate
 from llada_xdlm import cli
+from llada_xdlm.evaluation.lm_eval_model import XDLMEvalLM
 from llada_xdlm.modeling import load_backbone
 from llada_xdlm.training.args import DiffusionArguments
 from llada_xdlm.training.trainer import XDLMTrainer
@@ -369,6 +370,13 @@ def test_xdlm_sample_on_a_dream_checkpoint_prints_what_generate_gives(dream_chec
                        generator=torch.Generator().manual_seed(3))
     texts = tiny_tokenizer.batch_decode(out[:, enc.input_ids.shape[1]:], skip_special_tokens=True)
     assert printed == [p + t for p, t in zip(prompts, texts)] and any(texts)
+
+
+def test_lm_eval_model_loads_the_dream_checkpoint_and_its_mask_id(dream_checkpoint, dream, dream_config):
+    lm = XDLMEvalLM(pretrained=dream_checkpoint, dtype="float32", device="cpu", max_length=64, gen_length=8)
+    assert type(lm.model) is DreamModelLM and lm.mask_id == dream_config.mask_token_id
+    loaded = lm.model.state_dict()
+    assert all(torch.equal(loaded[name], value) for name, value in dream.state_dict().items())
 
 
 @pytest.mark.slow
