@@ -155,6 +155,12 @@ def test_saved_checkpoint_loads_back_through_auto_model(dream, dream_config, tmp
     torch.testing.assert_close(loaded(ids).logits, model(ids).logits, rtol=0, atol=0)
 
 
+def test_a_checkpoint_of_another_model_type_is_refused_naming_the_backbones(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "qwen2", "hidden_size": 64}))
+    with pytest.raises(ValueError, match="model_type='qwen2'.*llada, Dream"):
+        load_backbone(str(tmp_path))
+
+
 def test_unsupported_official_options_are_refused():
     with pytest.raises(ValueError, match="use_sliding_window"):
         DreamConfig(use_sliding_window=True)
