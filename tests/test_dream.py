@@ -19,6 +19,7 @@ from transformers import AutoModel, TrainingArguments
 
 from llada_xdlm import DreamConfig, DreamModelLM, LLaDAOutput, generate
 from llada_xdlm import cli
+from llada_xdlm.evaluation.likelihood import nelbo_samples
 from llada_xdlm.evaluation.lm_eval_model import XDLMEvalLM
 from llada_xdlm.modeling import load_backbone
 from llada_xdlm.training.args import DiffusionArguments
@@ -247,10 +248,10 @@ class NextTokenLogitsAsLLaDA(nn.Module):
     def get_output_embeddings(self):
         return self.dream.lm_head
 
-    def forward(self, input_ids, attention_mask=None, **kwargs):
+    def forward(self, input_ids, attention_mask=None, logits_to_keep=slice(None), **kwargs):
         raw = self.dream(input_ids, attention_mask=attention_mask, output_hidden_states=True).hidden_states[-1]
         hidden = torch.cat([raw[:, :1], raw[:, :-1]], dim=1)
-        return LLaDAOutput(logits=self.dream.lm_head(hidden), last_hidden_state=hidden)
+        return LLaDAOutput(logits=self.dream.lm_head(hidden[:, logits_to_keep]), last_hidden_state=hidden)
 
 
 @pytest.mark.parametrize("implementation", ["fused", "unfused"])
@@ -269,6 +270,18 @@ def test_dream_and_a_llada_style_model_on_the_same_shifted_logits_give_the_same_
                                          generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
     assert got.shape == (4 * 32,) and bool((got > 0).all())
+
+
+@pytest.mark.parametrize("estimator", ["mdlm", "xdlm"])
+def test_dream_and_a_llada_style_model_give_the_same_likelihood_samples(dream, estimator):
+    torch.manual_seed(4)
+    ids = torch.randint(0, 300, (2, 12))
+    targets = torch.zeros_like(ids, dtype=torch.bool)
+    targets[:, 5:] = True
+    kw = dict(estimator=estimator, k1=0.2, mc_num=4, batch_size=4)
+    got = nelbo_samples(dream, ids, targets, generator=torch.Generator().manual_seed(0), **kw)
+    want = nelbo_samples(NextTokenLogitsAsLLaDA(dream), ids, targets, generator=torch.Generator().manual_seed(0), **kw)
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("settings", [dict(k1=0.0), dict(k1=0.3, block_length=4)])
