@@ -215,6 +215,23 @@ def test_logits_to_keep_and_last_hidden_state_are_token_aligned(dream):
         torch.testing.assert_close(dream.lm_head(full.last_hidden_state), full.logits)
 
 
+def test_activation_checkpointing_checkpoints_every_layer_and_keeps_the_gradients(dream):
+    dream.train()
+    ids = torch.randint(0, 300, (2, 10))
+
+    def grads():
+        dream.zero_grad()
+        dream(ids).logits.logsumexp(-1).sum().backward()
+        return {n: p.grad.clone() for n, p in dream.named_parameters()}
+
+    plain = grads()
+    dream.activation_checkpointing_enable()
+    assert all(layer.gradient_checkpointing for layer in dream.model.layers)
+    checkpointed = grads()
+    for name in plain:
+        torch.testing.assert_close(checkpointed[name], plain[name], rtol=1e-6, atol=1e-7)
+
+
 # ---- the KV cache --------------------------------------------------------------------------------------------
 
 
