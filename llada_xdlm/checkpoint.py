@@ -13,7 +13,7 @@ from .cli import UsageError
 
 logger = logging.getLogger(__name__)
 
-# What a config without the training keys means (LLaDA-8B-Base's, or a model that is not a LLaDAConfig).
+# What a config without the training keys means (LLaDA-8B-Base's, Dream-7B's, or a model not built here).
 UNRECORDED = {"k1": 0.0, "schedule": "linear"}
 
 
@@ -35,10 +35,10 @@ def resolve_model_path(path: str) -> str:
 
 
 def load_checkpoint(path: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
-    """(LLaDAModelLM in eval mode on `device`, tokenizer) from a local folder or a Hub id."""
+    """(the checkpoint's backbone in eval mode on `device`, tokenizer) from a local folder or a Hub id."""
     from transformers import AutoTokenizer
 
-    from .modeling import LLaDAModelLM
+    from .modeling import load_backbone
 
     path = resolve_model_path(path)
     if os.path.isdir(path) and not os.path.isfile(os.path.join(path, "config.json")):
@@ -48,7 +48,7 @@ def load_checkpoint(path: str, device: str | torch.device = "cpu", dtype: torch.
             + (": it is a LoRA adapter; evaluate it with `xdlm eval --model xdlm --model_args pretrained=BASE,peft=" + path + " ...`."
                if adapter else ": give the output_dir of a training run, e.g. outputs/quickstart.")
         )
-    model = LLaDAModelLM.from_pretrained(path, dtype=dtype).to(device).eval()
+    model = load_backbone(path, dtype=dtype).to(device).eval()
     return model, AutoTokenizer.from_pretrained(path)
 
 

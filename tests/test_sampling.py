@@ -900,5 +900,5 @@ def test_bad_cache_and_threshold_settings_raise_value_error(tiny_model, prompts,
 
 
 def test_cache_needs_an_llada_model(tiny_model, tiny_config, prompts):
-    with pytest.raises(ValueError, match="cache='dual' needs an LLaDAModelLM"):
+    with pytest.raises(ValueError, match="cache='dual' needs a backbone"):
         generate(Boost(tiny_model, 0, 0.0), *prompts, steps=4, gen_length=8, cache="dual")

@@ -75,9 +75,10 @@ class XDLMEvalLM(LM):
         from accelerate import Accelerator
         from transformers import AutoTokenizer
 
-        from llada_xdlm.modeling import LLaDAConfig, LLaDAModelLM
+        from llada_xdlm.modeling import backbone_classes
 
-        config = LLaDAConfig.from_pretrained(pretrained)  # the checkpoint's defaults, checked before the weights load
+        config_class, model_class = backbone_classes(pretrained)
+        config = config_class.from_pretrained(pretrained)  # the checkpoint's defaults, checked before the weights load
         self.sampler = checkpoint_sampler(config, defaults=sampler_defaults, **sampler_settings)
         self.estimator = likelihood or _estimator(config)
         if self.estimator == "mdlm" and self.sampler.k1 == 1:
@@ -98,7 +99,7 @@ class XDLMEvalLM(LM):
                 logger.warning("device=%s but CUDA is not available: running on CPU.", self._device)
                 self._device = torch.device("cpu")
 
-        model = LLaDAModelLM.from_pretrained(pretrained, config=config, dtype=DTYPES[dtype])
+        model = model_class.from_pretrained(pretrained, config=config, dtype=DTYPES[dtype])
         if peft is not None:
             from peft import PeftModel
 

@@ -19,7 +19,7 @@ from transformers import AutoTokenizer, set_seed
 
 from ..checkpoint import resolve_model_path
 from ..cli import UsageError
-from ..modeling import LLaDAConfig, LLaDAModelLM
+from ..modeling import LLaDAConfig, LLaDAModelLM, backbone_classes
 from ..tokenization import build_tokenizer
 from . import checkpoints
 from .args import (RECIPE_FILE, RESUME_MAY_CHANGE, DataArguments, DiffusionArguments, ModelArguments,
@@ -40,10 +40,13 @@ def load_tokenizer(model_args: ModelArguments, data_args: DataArguments, raw_tra
     return build_tokenizer(corpus_texts(raw_train, data_args), model_args.tokenizer_vocab_size)
 
 
-def model_config(model_args: ModelArguments, tokenizer) -> LLaDAConfig:
-    """The checkpoint's config, or a fresh one sized by model_config with the tokenizer's vocabulary and special ids."""
+def model_config(model_args: ModelArguments, tokenizer):
+    """The checkpoint's config (of its backbone), or a fresh LLaDAConfig sized by model_config with the tokenizer's
+    vocabulary and special ids."""
     if model_args.model_name_or_path:
-        return LLaDAConfig.from_pretrained(resolve_model_path(model_args.model_name_or_path))
+        path = resolve_model_path(model_args.model_name_or_path)
+        config_class, _ = backbone_classes(path)
+        return config_class.from_pretrained(path)
     specials = dict(
         vocab_size=len(tokenizer),
         embedding_size=len(tokenizer),
@@ -55,13 +58,15 @@ def model_config(model_args: ModelArguments, tokenizer) -> LLaDAConfig:
     return LLaDAConfig(**{**specials, **model_args.model_config})
 
 
-def load_model(model_args: ModelArguments, tokenizer) -> LLaDAModelLM:
-    """A checkpoint, or a fresh LLaDA-architecture model sized by model_config with the tokenizer's special ids."""
+def load_model(model_args: ModelArguments, tokenizer):
+    """A checkpoint (any backbone), or a fresh LLaDA-architecture model sized by model_config with the tokenizer's
+    special ids."""
     dtype = model_args.dtype
     if model_args.model_name_or_path:
-        return LLaDAModelLM.from_pretrained(
-            resolve_model_path(model_args.model_name_or_path), dtype=dtype,
-            attn_implementation=model_args.attn_implementation,
+        path = resolve_model_path(model_args.model_name_or_path)
+        _, model_class = backbone_classes(path)
+        return model_class.from_pretrained(
+            path, dtype=dtype, attn_implementation=model_args.attn_implementation
         )
     dtype = torch.float32 if dtype == "auto" else getattr(torch, dtype)
     # _from_config builds under deepspeed.zero.Init when ZeRO-3 is on (partitioned at creation).
