@@ -15,10 +15,11 @@ UNRECORDED = {"k1": 0.0, "schedule": "linear"}
 
 
 def load_checkpoint(path: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
-    """(LLaDAModelLM in eval mode on `device`, tokenizer) from a local folder or a Hub id."""
+    """(model in eval mode on `device`, tokenizer) from a local folder or a Hub id; the model class is the
+    checkpoint's backbone (LLaDAModelLM, LLaDAMoEModelLM: llada_xdlm.modeling.load_config)."""
     from transformers import AutoTokenizer
 
-    from .modeling import LLaDAModelLM
+    from .modeling import load_config, model_class
 
     if os.path.isdir(path) and not os.path.isfile(os.path.join(path, "config.json")):
         adapter = os.path.isfile(os.path.join(path, "adapter_config.json"))
@@ -27,7 +28,8 @@ def load_checkpoint(path: str, device: str | torch.device = "cpu", dtype: torch.
             + (": it is a LoRA adapter; evaluate it with `xdlm eval --model xdlm --model_args pretrained=BASE,peft=" + path + " ...`."
                if adapter else ": give the output_dir of a training run, e.g. outputs/quickstart.")
         )
-    model = LLaDAModelLM.from_pretrained(path, dtype=dtype).to(device).eval()
+    config = load_config(path)
+    model = model_class(config).from_pretrained(path, config=config, dtype=dtype).to(device).eval()
     return model, AutoTokenizer.from_pretrained(path)
 
 

@@ -25,7 +25,7 @@ import torch
 
 from .checkpoint import require_diffusion, resolve_setting
 from .diffusion import get_schedule, prior_sample, reverse_step_probs
-from .modeling import LLaDAModelLM
+from .modeling import DIFFUSION_MODELS
 
 SAMPLERS = ("remask", "ancestral")
 REMASKING = ("low_confidence", "random")
@@ -207,7 +207,7 @@ def generate(
     sampler "ancestral": starts from the prior and applies the plug-in posterior over `steps` uniform steps in t
     under the schedule (from t = 1 to 0, the last to alpha = 1); top_p restricts the model's prediction to its
     nucleus first.
-    cache "prefix" / "dual" (LLaDAModelLM only): a block's first step runs the whole canvas and keeps its keys and
+    cache "prefix" / "dual" (the native models only: LLaDAModelLM, LLaDAMoEModelLM): a block's first step runs the whole canvas and keeps its keys and
     values; its later steps run only the block and what follows it ("prefix") or the block alone ("dual") against
     them, and refinement then rewrites committed tokens of the current block only. threshold: each step commits
     every mask of the block whose confidence exceeds it (at least ceil(masks left / steps left)), and a block ends
@@ -227,8 +227,8 @@ def generate(
     V = getattr(model_config, "embedding_size", None) or getattr(model_config, "vocab_size", None)
     if stop_strings is not None and eos_token_id is None:
         eos_token_id = getattr(tokenizer, "eos_token_id", None)
-    if config.cache != "none" and not isinstance(model, LLaDAModelLM):
-        raise ValueError(f"cache={config.cache!r} needs an LLaDAModelLM (a forward that takes past_key_values); "
+    if config.cache != "none" and not isinstance(model, DIFFUSION_MODELS):
+        raise ValueError(f"cache={config.cache!r} needs an LLaDAModelLM or LLaDAMoEModelLM (a forward that takes past_key_values); "
                          f"got {type(model).__name__}. Use cache='none'.")
     _check_args(input_ids, attention_mask, config, mask_id, V, suppress_tokens)
     _check_stop(stop_strings, tokenizer, eos_token_id)
@@ -282,9 +282,9 @@ def _window_logits(model, ids, attention_mask, start: int, end: int, cache: str 
     """(logits [B, end - start, V] of canvas positions [start, end), the KV cache for the next step) from one
     forward. Without `past` the whole canvas runs (its keys and values kept unless cache is "none"); with it, only
     the span the cache mode recomputes, [start, L) for "prefix" or [start, end) for "dual", runs against the cached
-    keys and values of the rest (the span's are updated in place). LLaDAModelLM runs its LM head on the window only
+    keys and values of the rest (the span's are updated in place). A native model runs its LM head on the window only
     (logits_to_keep), so the prompt's [B, P, V] logits are never formed; other models are sliced."""
-    if not isinstance(model, LLaDAModelLM):
+    if not isinstance(model, DIFFUSION_MODELS):
         return model(ids, attention_mask=attention_mask).logits[:, start:end], None
     if past is None:
         out = model(ids, attention_mask=attention_mask, use_cache=cache != "none", logits_to_keep=slice(start, end))

@@ -72,9 +72,9 @@ class XDLMEvalLM(LM):
         from accelerate import Accelerator
         from transformers import AutoTokenizer
 
-        from llada_xdlm.modeling import LLaDAConfig, LLaDAModelLM
+        from llada_xdlm.modeling import load_config, model_class
 
-        config = LLaDAConfig.from_pretrained(pretrained)  # the checkpoint's defaults, checked before the weights load
+        config = load_config(pretrained)  # the checkpoint's defaults, checked before the weights load
         self.sampler = checkpoint_sampler(config, defaults=sampler_defaults, **sampler_settings)
         self.estimator = likelihood or _estimator(config)
         if self.estimator == "mdlm" and self.sampler.k1 == 1:
@@ -95,7 +95,7 @@ class XDLMEvalLM(LM):
                 logger.warning("device=%s but CUDA is not available: running on CPU.", self._device)
                 self._device = torch.device("cpu")
 
-        model = LLaDAModelLM.from_pretrained(pretrained, config=config, dtype=DTYPES[dtype])
+        model = model_class(config).from_pretrained(pretrained, config=config, dtype=DTYPES[dtype])
         if peft is not None:
             from peft import PeftModel
 

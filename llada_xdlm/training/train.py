@@ -14,7 +14,7 @@ import torch
 import transformers
 from transformers import AutoTokenizer, set_seed
 
-from ..modeling import LLaDAConfig, LLaDAModelLM
+from ..modeling import LLaDAConfig, LLaDAModelLM, load_config, model_class
 from ..tokenization import build_tokenizer
 from .args import DataArguments, DiffusionArguments, ModelArguments, read_recipe
 from .checkpoints import check_output_dir, resolve_resume
@@ -33,10 +33,10 @@ def load_tokenizer(model_args: ModelArguments, data_args: DataArguments, raw_tra
     return build_tokenizer(corpus_texts(raw_train, data_args), model_args.tokenizer_vocab_size)
 
 
-def model_config(model_args: ModelArguments, tokenizer) -> LLaDAConfig:
-    """The checkpoint's config, or a fresh one sized by model_config with the tokenizer's vocabulary and special ids."""
+def model_config(model_args: ModelArguments, tokenizer):
+    """The checkpoint's config (LLaDA or LLaDA-MoE), or a fresh one sized by model_config with the tokenizer's vocabulary and special ids."""
     if model_args.model_name_or_path:
-        return LLaDAConfig.from_pretrained(model_args.model_name_or_path)
+        return load_config(model_args.model_name_or_path)  # LLaDA or LLaDA-MoE, as config.json says
     specials = dict(
         vocab_size=len(tokenizer),
         embedding_size=len(tokenizer),
@@ -48,12 +48,13 @@ def model_config(model_args: ModelArguments, tokenizer) -> LLaDAConfig:
     return LLaDAConfig(**{**specials, **model_args.model_config})
 
 
-def load_model(model_args: ModelArguments, tokenizer) -> LLaDAModelLM:
-    """A checkpoint, or a fresh LLaDA-architecture model sized by model_config with the tokenizer's special ids."""
+def load_model(model_args: ModelArguments, tokenizer):
+    """A checkpoint (of its own backbone), or a fresh LLaDA-architecture model sized by model_config with the tokenizer's special ids."""
     dtype = model_args.dtype
     if model_args.model_name_or_path:
-        return LLaDAModelLM.from_pretrained(
-            model_args.model_name_or_path, dtype=dtype, attn_implementation=model_args.attn_implementation
+        config = load_config(model_args.model_name_or_path)
+        return model_class(config).from_pretrained(
+            model_args.model_name_or_path, config=config, dtype=dtype, attn_implementation=model_args.attn_implementation
         )
     dtype = torch.float32 if dtype == "auto" else getattr(torch, dtype)
     # _from_config builds under deepspeed.zero.Init when ZeRO-3 is on (partitioned at creation).
