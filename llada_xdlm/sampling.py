@@ -207,9 +207,10 @@ def generate(
     sampler "ancestral": starts from the prior and applies the plug-in posterior over `steps` uniform steps in t
     under the schedule (from t = 1 to 0, the last to alpha = 1); top_p restricts the model's prediction to its
     nucleus first.
-    cache "prefix" / "dual" (the native models only: LLaDAModelLM, LLaDAMoEModelLM): a block's first step runs the whole canvas and keeps its keys and
-    values; its later steps run only the block and what follows it ("prefix") or the block alone ("dual") against
-    them, and refinement then rewrites committed tokens of the current block only. threshold: each step commits
+    cache "prefix" / "dual" (the native models only: LLaDAModelLM, LLaDAMoEModelLM): a block's first step runs the
+    whole canvas and keeps its keys and values; its later steps run only the block and what follows it ("prefix")
+    or the block alone ("dual") against them, and refinement then rewrites committed tokens of the current block
+    only. threshold: each step commits
     every mask of the block whose confidence exceeds it (at least ceil(masks left / steps left)), and a block ends
     as soon as it has no mask left.
     k1, schedule and mask_id default to model.config.k1, .schedule and .mask_token_id; a model trained with objective
@@ -228,8 +229,8 @@ def generate(
     if stop_strings is not None and eos_token_id is None:
         eos_token_id = getattr(tokenizer, "eos_token_id", None)
     if config.cache != "none" and not isinstance(model, DIFFUSION_MODELS):
-        raise ValueError(f"cache={config.cache!r} needs an LLaDAModelLM or LLaDAMoEModelLM (a forward that takes past_key_values); "
-                         f"got {type(model).__name__}. Use cache='none'.")
+        raise ValueError(f"cache={config.cache!r} needs an LLaDAModelLM or LLaDAMoEModelLM (a forward that takes "
+                         f"past_key_values); got {type(model).__name__}. Use cache='none'.")
     _check_args(input_ids, attention_mask, config, mask_id, V, suppress_tokens)
     _check_stop(stop_strings, tokenizer, eos_token_id)
 

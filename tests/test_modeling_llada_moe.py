@@ -272,3 +272,32 @@ def test_bad_input_ids_are_refused(loaded):
     with pytest.raises(ValueError, match="outside \\[0, 97\\)"):
         model(torch.tensor([[1, 97]]))
     assert isinstance(model, LLaDAMoEModelLM)
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(loaded):
+    model, _ = loaded
+    model = LLaDAMoEModelLM(model.config).float().train()  # a fresh copy: the module-scoped model stays as it is
+    ids = torch.randint(0, 95, (2, 10), generator=torch.Generator().manual_seed(5))
+
+    def grads():
+        model.zero_grad()
+        model(ids).logits.logsumexp(-1).sum().backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    plain = grads()
+    model.activation_checkpointing_enable()
+    assert all(layer.gradient_checkpointing for layer in model.model.layers)
+    checkpointed = grads()
+    assert plain.keys() == checkpointed.keys() and any(".experts." in n for n in plain)
+    for name in plain:
+        torch.testing.assert_close(checkpointed[name], plain[name], rtol=1e-6, atol=1e-7)
+
+
+def test_init_zeroes_the_pad_embedding_and_uses_initializer_range(loaded):
+    model, _ = loaded
+    config = LLaDAMoEConfig.from_dict({**model.config.to_dict(), "initializer_range": 0.05})
+    torch.manual_seed(0)
+    fresh = LLaDAMoEModelLM(config)
+    assert torch.all(fresh.model.embed_tokens.weight[config.pad_token_id] == 0)
+    assert abs(fresh.model.layers[1].mlp.experts[0].up_proj.weight.std().item() - 0.05) < 0.01
+    assert torch.all(fresh.model.layers[1].mlp.expert_bias == 0) and torch.all(fresh.model.norm.weight == 1)

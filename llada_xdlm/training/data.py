@@ -121,7 +121,8 @@ def check_chat_template(tokenizer) -> None:
             "The tokenizer's chat template appends the assistant header even with add_generation_prompt=False "
             "(LLaDA-8B-Instruct's and LLaDA-1.5's do), so SFT would train on an empty assistant turn after every "
             "response. Give a template that adds it only when asked: in the recipe, tokenizer_kwargs: "
-            "{chat_template: ...} (recipes/llada_instruct_sft.yaml sets LLaDA's, llada_xdlm.tokenization.CHAT_TEMPLATE)."
+            "{chat_template: ...} (recipes/llada_instruct_sft.yaml sets LLaDA's, "
+            "llada_xdlm.tokenization.CHAT_TEMPLATE)."
         )
 
 

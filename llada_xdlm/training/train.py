@@ -34,7 +34,8 @@ def load_tokenizer(model_args: ModelArguments, data_args: DataArguments, raw_tra
 
 
 def model_config(model_args: ModelArguments, tokenizer):
-    """The checkpoint's config (LLaDA or LLaDA-MoE), or a fresh one sized by model_config with the tokenizer's vocabulary and special ids."""
+    """The checkpoint's config (LLaDA or LLaDA-MoE), or a fresh LLaDA one sized by model_config with the
+    tokenizer's vocabulary and special ids."""
     if model_args.model_name_or_path:
         return load_config(model_args.model_name_or_path)  # LLaDA or LLaDA-MoE, as config.json says
     specials = dict(
@@ -49,13 +50,13 @@ def model_config(model_args: ModelArguments, tokenizer):
 
 
 def load_model(model_args: ModelArguments, tokenizer):
-    """A checkpoint (of its own backbone), or a fresh LLaDA-architecture model sized by model_config with the tokenizer's special ids."""
+    """A checkpoint (of its own backbone), or a fresh LLaDA-architecture model sized by model_config with the
+    tokenizer's special ids."""
     dtype = model_args.dtype
     if model_args.model_name_or_path:
         config = load_config(model_args.model_name_or_path)
-        return model_class(config).from_pretrained(
-            model_args.model_name_or_path, config=config, dtype=dtype, attn_implementation=model_args.attn_implementation
-        )
+        return model_class(config).from_pretrained(model_args.model_name_or_path, config=config, dtype=dtype,
+                                                   attn_implementation=model_args.attn_implementation)
     dtype = torch.float32 if dtype == "auto" else getattr(torch, dtype)
     # _from_config builds under deepspeed.zero.Init when ZeRO-3 is on (partitioned at creation).
     return LLaDAModelLM._from_config(
