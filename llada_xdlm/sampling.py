@@ -641,6 +641,10 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> list[str]:
     parser.add_argument("--model", required=True, help="checkpoint folder (a training run's output_dir) or Hub id")
     parser.add_argument("--prompt", action="append", default=None,
                         help="text to continue (repeatable: one row each, left-padded; default: one empty prompt)")
+    parser.add_argument("--chat", action="store_true",
+                        help="send each prompt as a user message through the tokenizer's chat template (instruction-"
+                             "tuned models: LLaDA-8B-Instruct, LLaDA-1.5, LLaDA-MoE-7B-A1B-Instruct) and print the "
+                             "reply alone")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sampler's noise")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
@@ -650,7 +654,15 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> list[str]:
 
     model, tokenizer = load_checkpoint(args.model, args.device, getattr(torch, args.dtype))
     config = sampler_config_from_arguments(parser, args, model.config)
-    enc = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left").to(args.device)
+    if args.chat and not tokenizer.chat_template:
+        parser.error(f"--chat needs a tokenizer with a chat template, and {args.model}'s has none (a base model?): "
+                     f"leave --chat out to continue the prompt as text.")
+    inputs = prompts
+    if args.chat:  # the rendered conversation starts with bos itself
+        inputs = [tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True,
+                                                tokenize=False) for p in prompts]
+    enc = tokenizer(inputs, return_tensors="pt", padding=True, padding_side="left",
+                    add_special_tokens=not args.chat).to(args.device)
     P, limit = enc.input_ids.shape[1], model.config.max_sequence_length
     longest = "the prompt has" if len(prompts) == 1 else "the longest prompt has"
     if P >= limit:
@@ -664,5 +676,5 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> list[str]:
                    generator=generator)
     texts = tokenizer.batch_decode(out[:, P:], skip_special_tokens=True)
     for prompt, text in zip(prompts, texts):
-        print(prompt + text, flush=True)
+        print(text if args.chat else prompt + text, flush=True)
     return texts

@@ -16,7 +16,7 @@ import math
 
 import torch
 
-from ..modeling import LLaDAModelLM
+from ..modeling import is_backbone
 from ..sampling import SamplerConfig, generate
 
 
@@ -71,7 +71,7 @@ def gen_ppl(evaluator, tokenizer, texts: list[str], *, batch_size: int = 8, max_
     for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]:
         ids = ([bos] if bos is not None else []) + ids
         rows.append(ids[:max_length])
-    causal = {"is_causal": True} if isinstance(evaluator, LLaDAModelLM) else {}
+    causal = {"is_causal": True} if is_backbone(evaluator) else {}
     total_nll, total_tokens = 0.0, 0
     for start in range(0, len(rows), batch_size):
         batch = [r for r in rows[start : start + batch_size] if len(r) >= 2]

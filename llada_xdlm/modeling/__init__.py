@@ -1,28 +1,49 @@
-"""The native models (backbones): config + modeling per architecture, and the table that picks one by the
-checkpoint's model_type. The trainer, the sampler, the likelihood and the evaluator take any backbone of BACKBONES:
-all follow LLaDAModelLM's forward contract (docs/model.md, "What a backbone provides")."""
+"""The native models (backbones): config + modeling per architecture, self-contained so they ship to the Hub as remote
+code, and the table that picks one by the checkpoint's model_type. The trainer, the sampler, the likelihood and the
+evaluator take any backbone of BACKBONES: all follow LLaDAModelLM's forward contract (docs/model.md, "What a
+backbone provides")."""
 
 from transformers import PreTrainedConfig, PreTrainedModel
 
 from .configuration_dream import DreamConfig
 from .configuration_llada import LLaDAConfig
+from .configuration_llada_moe import LLaDAMoEConfig
 from .modeling_dream import DreamModelLM
 from .modeling_llada import LLaDAModelLM, LLaDAOutput
+from .modeling_llada_moe import LLaDAMoEModelLM
 
 # config.json's model_type -> (config class, model class)
 BACKBONES: dict[str, tuple[type[PreTrainedConfig], type[PreTrainedModel]]] = {
     "llada": (LLaDAConfig, LLaDAModelLM),
+    "lladamoe": (LLaDAMoEConfig, LLaDAMoEModelLM),
     "Dream": (DreamConfig, DreamModelLM),
 }
 
 
+def backbone_type(config_dict: dict) -> str | None:
+    """The BACKBONES key of a config.json. LLaDA-MoE's official config names its model_type "llada", like
+    LLaDA-8B's, so its expert keys decide; a config saved here says "lladamoe"."""
+    model_type = config_dict.get("model_type")
+    return "lladamoe" if model_type == "llada" and "num_experts" in config_dict else model_type
+
+
 def backbone_classes(path: str) -> tuple[type[PreTrainedConfig], type[PreTrainedModel]]:
     """(config class, model class) for the checkpoint at `path` (a folder or a Hub id), from its model_type."""
-    model_type = PreTrainedConfig.get_config_dict(path)[0].get("model_type")
+    model_type = backbone_type(PreTrainedConfig.get_config_dict(path)[0])
     if model_type not in BACKBONES:
         raise ValueError(f"{path} holds a model_type={model_type!r} model; supported backbones are "
                          f"{', '.join(BACKBONES)} (docs/model.md says what a new backbone must provide).")
     return BACKBONES[model_type]
+
+
+def load_config(path: str) -> PreTrainedConfig:
+    """The config of the checkpoint at `path`, as its backbone's config class."""
+    return backbone_classes(path)[0].from_pretrained(path)
+
+
+def model_class(config: PreTrainedConfig) -> type[PreTrainedModel]:
+    """The model class of a backbone config (load_config's result)."""
+    return next(model for config_class, model in BACKBONES.values() if type(config) is config_class)
 
 
 def load_backbone(path: str, **kwargs) -> PreTrainedModel:
@@ -50,5 +71,6 @@ def register_auto_classes() -> None:
         AutoModelForCausalLM.register(config_class, model_class, exist_ok=True)
 
 
-__all__ = ["BACKBONES", "DreamConfig", "DreamModelLM", "LLaDAConfig", "LLaDAModelLM", "LLaDAOutput",
-           "backbone_classes", "is_backbone", "load_backbone", "register_auto_classes"]
+__all__ = ["BACKBONES", "DreamConfig", "DreamModelLM", "LLaDAConfig", "LLaDAModelLM", "LLaDAMoEConfig",
+           "LLaDAMoEModelLM", "LLaDAOutput", "backbone_classes", "backbone_type", "is_backbone", "load_backbone",
+           "load_config", "model_class", "register_auto_classes"]

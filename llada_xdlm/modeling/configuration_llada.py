@@ -118,6 +118,11 @@ class LLaDAConfig(PreTrainedConfig):
         use_cache: bool = False,
         **kwargs,
     ):
+        if "num_experts" in kwargs:  # LLaDA-MoE's official config.json also names its model_type "llada"
+            raise ValueError(
+                "This config describes LLaDA-MoE (it has num_experts), not LLaDA-8B: load it with LLaDAMoEConfig / "
+                "LLaDAMoEModelLM, or llada_xdlm.modeling.load_config(path), which picks the class from config.json."
+            )
         if n_kv_heads is None:  # OLMo convention: null means plain multi-head attention
             n_kv_heads = n_heads
         if embedding_size is None:

@@ -155,12 +155,30 @@ def pack_fn(tokenizer, block_size: int, text_column: str, mask_id: int, random_l
     return pack
 
 
+def check_chat_template(tokenizer) -> None:
+    """Refuse a chat template that appends the assistant header whatever add_generation_prompt says (the one
+    LLaDA-8B-Instruct and LLaDA-1.5 ship): a finished conversation would end in an empty assistant turn, and SFT
+    would train the model to write one after every answer."""
+    turn = [{"role": "user", "content": "Hello"}]
+    asked = tokenizer.apply_chat_template(turn, add_generation_prompt=True, tokenize=False)
+    if asked == tokenizer.apply_chat_template(turn, add_generation_prompt=False, tokenize=False):
+        raise ValueError(
+            "The tokenizer's chat template appends the assistant header even with add_generation_prompt=False "
+            "(LLaDA-8B-Instruct's and LLaDA-1.5's do), so SFT would train on an empty assistant turn after every "
+            "response. Give a template that adds it only when asked: in the recipe, tokenizer_kwargs: "
+            "{chat_template: ...} (recipes/llada_instruct_sft.yaml sets LLaDA's, "
+            "llada_xdlm.tokenization.CHAT_TEMPLATE)."
+        )
+
+
 def sft_fn(tokenizer, data_args: DataArguments, mask_id: int):
     """Map function: one example per row, prompt tokens labelled -100, response + EOS as targets (LLaDA SFT).
     Chat messages (or prompt/response columns, as a user/assistant pair) go through the chat template when the
     tokenizer has one; the last message is the response, everything before it the prompt. A row longer than
     block_size is cut to it and flagged `overlong` (`handle_overlong` counts, reports and maybe drops them)."""
     eos, block = tokenizer.eos_token_id, data_args.block_size
+    if tokenizer.chat_template:
+        check_chat_template(tokenizer)
 
     def encode(row: dict, index: int) -> dict:
         if data_args.messages_column in row and row[data_args.messages_column] is not None:
