@@ -158,7 +158,7 @@ def test_saved_checkpoint_loads_back_through_auto_model(dream, dream_config, tmp
 
 def test_a_checkpoint_of_another_model_type_is_refused_naming_the_backbones(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "qwen2", "hidden_size": 64}))
-    with pytest.raises(ValueError, match="model_type='qwen2'.*llada, Dream"):
+    with pytest.raises(ValueError, match="model_type='qwen2'.*llada, lladamoe, Dream"):
         load_backbone(str(tmp_path))
 
 

@@ -5,6 +5,8 @@ backbone provides")."""
 
 from transformers import PreTrainedConfig, PreTrainedModel
 
+from ..cli import UsageError
+
 from .configuration_dream import DreamConfig
 from .configuration_llada import LLaDAConfig
 from .configuration_llada_moe import LLaDAMoEConfig
@@ -31,7 +33,7 @@ def backbone_classes(path: str) -> tuple[type[PreTrainedConfig], type[PreTrained
     """(config class, model class) for the checkpoint at `path` (a folder or a Hub id), from its model_type."""
     model_type = backbone_type(PreTrainedConfig.get_config_dict(path)[0])
     if model_type not in BACKBONES:
-        raise ValueError(f"{path} holds a model_type={model_type!r} model; supported backbones are "
+        raise UsageError(f"{path} holds a model_type={model_type!r} model; supported backbones are "
                          f"{', '.join(BACKBONES)} (docs/model.md says what a new backbone must provide).")
     return BACKBONES[model_type]
 

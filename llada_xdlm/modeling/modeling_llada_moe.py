@@ -31,12 +31,15 @@ from .configuration_llada_moe import LLaDAMoEConfig
 from .modeling_llada import (
     KVCache,
     LLaDALMHead,
-    LLaDAModelLM,
     LLaDAOutput,
     LLaDARMSNorm,
     apply_rotary,
+    cache_span,
+    check_input_ids,
     eager_attention_forward,
+    padding_mask,
     rotary_cos_sin,
+    span_attention_mask,
     write_span,
 )
 
@@ -239,10 +242,6 @@ class LLaDAMoEModelLM(LLaDAMoEPreTrainedModel):
     def set_output_embeddings(self, value: nn.Linear):
         self.lm_head = value
 
-    # The same attention-mask forms and cache-span checks as LLaDA (they read the config's LLaDA-name aliases).
-    _attention_mask = LLaDAModelLM._attention_mask
-    _cache_span = LLaDAModelLM._cache_span
-
     def forward(
         self,
         input_ids: torch.LongTensor,
@@ -261,34 +260,20 @@ class LLaDAMoEModelLM(LLaDAMoEPreTrainedModel):
         if attention_bias is not None:
             raise ValueError("attention_bias is not supported: LLaDA-MoE attends bidirectionally. Pass "
                              "attention_mask [batch, length] to mask padding, or is_causal=True for causal attention.")
-        if input_ids.dim() != 2:
-            raise ValueError(f"input_ids must be [batch, length], got shape {tuple(input_ids.shape)}.")
-        V = self.config.vocab_size
-        if input_ids.numel() and bool(((input_ids < 0) | (input_ids >= V)).any()):
-            bad = input_ids[(input_ids < 0) | (input_ids >= V)][0].item()
-            raise ValueError(f"input_ids contains token id {bad}, outside [0, {V}) (the model's vocab_size); check "
-                             f"that the tokenizer matches the model.")
+        check_input_ids(input_ids, logits_to_keep, self.config.vocab_size)
         if is_causal and past_key_values is not None:
             raise ValueError("is_causal=True cannot be combined with past_key_values: the cache serves bidirectional "
                              "(diffusion) decoding.")
-        if isinstance(logits_to_keep, int) and logits_to_keep < 0:
-            raise ValueError(f"logits_to_keep={logits_to_keep} must be >= 0 (0 = all positions, n = the last n).")
         B, L = input_ids.shape
-        start, key_length = self._cache_span(past_key_values, cache_position, B, L)
-        if attention_mask is not None:
-            if attention_mask.shape != (B, key_length):
-                keys = "input_ids has" if past_key_values is None else "the keys (cache and input) need"
-                raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)} but {keys} "
-                                 f"{(B, key_length)}; pass a 2D mask [batch, length] with 1 for real tokens and 0 "
-                                 f"for padding.")
-            if bool(attention_mask.all()):
-                attention_mask = None  # nothing is padded: take the unmasked (faster) attention path
+        n_layers, max_length = self.config.n_layers, self.config.max_sequence_length
+        start, key_length = cache_span(past_key_values, cache_position, B, L, n_layers, max_length)
+        attention_mask = padding_mask(attention_mask, B, key_length, past_key_values is not None)
         use_cache = self.config.use_cache if use_cache is None else use_cache
 
         x = self.model.embed_tokens(input_ids)  # [B, L, D]
         positions = torch.arange(start, start + L, device=x.device)
         cos, sin = rotary_cos_sin(positions, self.config.rotary_dim, self.config.rope_theta)
-        mask = self._attention_mask(attention_mask, L, is_causal, x.device, start)
+        mask = span_attention_mask(self.config._attn_implementation, attention_mask, L, is_causal, x.device, start)
 
         hidden_states = () if output_hidden_states else None
         presents = () if use_cache else None
