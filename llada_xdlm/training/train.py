@@ -15,10 +15,12 @@ from contextlib import ExitStack, contextmanager
 
 import torch
 import transformers
+from datasets import Dataset
 from transformers import AutoTokenizer, set_seed
 
 from ..checkpoint import resolve_model_path
 from ..cli import UsageError
+from ..evaluation.perplexity import unigram_ppl
 from ..modeling import LLaDAConfig, LLaDAModelLM, backbone_classes
 from ..tokenization import build_tokenizer
 from . import checkpoints
@@ -261,6 +263,29 @@ def check_resumed_recipe(checkpoint: str, recipe: dict) -> list[str]:
                     "the steps before ran with the earlier values"]
 
 
+def unigram_baseline(train_dataset, eval_dataset, tokenizer, data_args: DataArguments) -> float | None:
+    """The validation blocks' perplexity under the training tokens' add-one frequencies: the score of a model that
+    uses no context. Only when pretraining on data this run tokenised itself (not streamed, not pretokenised), so
+    the one pass over it costs less than the tokenising did."""
+    if (eval_dataset is None or data_args.mode != "pretrain" or data_args.pretokenized_dir
+            or not isinstance(train_dataset, Dataset)):
+        return None
+    return unigram_ppl(train_dataset["input_ids"], torch.tensor(eval_dataset["input_ids"]), len(tokenizer))
+
+
+def bound_note(key: str, nelbo: float, unigram: float | None) -> str:
+    """Printed after a metric: for a validation NELBO its PPL bound, and after training how far the bound lies
+    below the unigram baseline (a model that uses no context lies at it)."""
+    if not key.startswith("nelbo"):
+        return ""
+    bound = math.exp(nelbo)
+    if key != "nelbo_after" or unigram is None:
+        return f"  (PPL bound {bound:.1f})"
+    gap = 1 - bound / unigram
+    side = "below" if gap >= 0 else "above"
+    return f"  (PPL bound {bound:.1f}, {abs(gap):.0%} {side} the unigram baseline {unigram:.1f})"
+
+
 def main(argv: list[str] | None = None) -> dict:
     """Run a recipe; returns the final metrics (validation NELBO before/after when there is validation data; none
     when the run had already finished)."""
@@ -347,9 +372,11 @@ def run(model_args: ModelArguments, data_args: DataArguments, diffusion_args: Di
     if eval_dataset is not None:
         metrics["nelbo_after"] = trainer.evaluate()["eval_nelbo"]
     if trainer.is_world_process_zero():
+        unigram = unigram_baseline(train_dataset, eval_dataset, tokenizer, data_args)
         for key, value in metrics.items():
-            extra = f"  (PPL bound {math.exp(value):.1f})" if key.startswith("nelbo") else ""
-            print(f"{key}: {value:.4f}{extra}", flush=True)
+            print(f"{key}: {value:.4f}{bound_note(key, value, unigram)}", flush=True)
+        if unigram is not None:
+            metrics["unigram_ppl"] = unigram
     if diffusion_args.sample_prompts and diffusion_args.objective != "ar":
         print_samples(trainer.model, tokenizer, diffusion_args.sample_prompts, trainer.is_world_process_zero())
     if trainer.is_world_process_zero():
