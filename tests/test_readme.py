@@ -150,7 +150,7 @@ def shown_commands() -> list[list[str]]:
         for block in re.findall(r"```bash\n(.*?)```", text, re.S):
             lines += block.replace("\\\n", " ").splitlines()
         if doc.name == "README.md":
-            lines += re.findall(r"`(xdlm [^`]+)`", text)
+            lines += re.findall(r"`(xdlm (?![A-Z]+:)[^`]+)`", text)  # not `xdlm COMMAND: error: ...`
     commands = []
     for line in lines:
         words = shlex.split(line, comments=True)
