@@ -14,6 +14,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from test_training import losses  # noqa: E402
 from test_training_zero3 import REPO, env, recipe  # noqa: E402
 
+from llada_xdlm.training.data import XDLMCollator  # noqa: E402
+
 NO_DEEPSPEED = dict(deepspeed=None, max_steps=3, optim="sgd", learning_rate=0.5, lr_scheduler_type="constant",
                     max_grad_norm=1e9)
 
@@ -28,6 +30,21 @@ def launch(path: str, port: int, processes: int, **environ) -> subprocess.Popen:
 def finish(proc: subprocess.Popen) -> None:
     stdout, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 0, stdout[-3000:] + stderr[-5000:]
+
+
+def test_pretraining_batches_share_keys_and_shape_whatever_their_rows():
+    """The loader of a streamed dataset concatenates the batches of all processes: a batch of full blocks and one
+    of cut blocks must stack, so both are [B, block_size] with an attention_mask."""
+    collate = XDLMCollator(pad_token_id=0, length=6)
+    full = collate([{"input_ids": [1, 2, 3, 4, 5, 6]}, {"input_ids": [7, 8, 9, 10, 11, 12]}])
+    cut = collate([{"input_ids": [1, 2]}, {"input_ids": [3, 4, 5]}])
+    assert sorted(full) == sorted(cut) == ["attention_mask", "input_ids", "labels"]
+    assert full["input_ids"].shape == cut["input_ids"].shape == (2, 6)
+    assert cut["attention_mask"].tolist() == [[1, 1, 0, 0, 0, 0], [1, 1, 1, 0, 0, 0]]
+    assert cut["labels"].tolist() == [[1, 2, -100, -100, -100, -100], [3, 4, 5, -100, -100, -100]]
+    assert bool(full["attention_mask"].all())
+    with pytest.raises(ValueError, match=r"7 tokens, more than the collator's length=6"):
+        collate([{"input_ids": list(range(7))}])
 
 
 @pytest.fixture(scope="module")
