@@ -10,7 +10,8 @@ from .diffusion import (
     sample_t,
     xdlm_loss,
 )
-from .modeling import LLaDAConfig, LLaDAModelLM, LLaDAOutput, register_auto_classes
+from .modeling import (DreamConfig, DreamModelLM, LLaDAConfig, LLaDAModelLM, LLaDAMoEConfig, LLaDAMoEModelLM,
+                       LLaDAOutput, register_auto_classes)
 from .ops import fused_linear_xdlm_loss
 from .sampling import GenerateOutput, SamplerConfig, Trajectory, generate, truncate_at_stop
 from .tokenization import build_tokenizer
@@ -38,7 +39,8 @@ def __getattr__(name: str):
 
 __all__ = [
     # model
-    "LLaDAConfig", "LLaDAModelLM", "LLaDAOutput", "build_tokenizer",
+    "LLaDAConfig", "LLaDAModelLM", "LLaDAMoEConfig", "LLaDAMoEModelLM", "LLaDAOutput", "DreamConfig", "DreamModelLM",
+    "build_tokenizer",
     # math
     "forward_process", "xdlm_loss", "reverse_step_probs", "prior_sample", "LinearSchedule", "LogLinearSchedule",
     "get_schedule", "sample_t", "fused_linear_xdlm_loss",

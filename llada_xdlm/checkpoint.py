@@ -1,6 +1,7 @@
 """A saved diffusion checkpoint (the output_dir of `xdlm train`: weights, config and tokenizer) loaded for sampling
-and evaluation, with an error that says what to give when the folder is not one; and the training settings its
-config records (objective, k1, schedule), which sampling and evaluation take as their defaults."""
+and evaluation, with an error that says what to give when the folder is not one; the check every command runs on a
+model path before loading it; and the training settings its config records (objective, k1, schedule), which sampling
+and evaluation take as their defaults."""
 
 import functools
 import logging
@@ -8,26 +9,46 @@ import os
 
 import torch
 
+from .cli import UsageError
+
 logger = logging.getLogger(__name__)
 
-# What a config without the training keys means (LLaDA-8B-Base's, or a model that is not a LLaDAConfig).
+# What a config without the training keys means (LLaDA-8B-Base's, Dream-7B's, or a model not built here).
 UNRECORDED = {"k1": 0.0, "schedule": "linear"}
 
 
+def looks_local(path: str) -> bool:
+    """Whether a model path means a folder on this machine rather than a Hub id (`org/name`): it is absolute, starts
+    with ./ ../ or ~, has more than one '/', or its first component is a local folder (outputs/nope)."""
+    return (os.path.isabs(path) or path.startswith(("./", "../", "~")) or path in (".", "..")
+            or path.count("/") > 1 or os.path.isdir(path.split("/")[0]))
+
+
+def resolve_model_path(path: str) -> str:
+    """`path` for from_pretrained, ~ expanded; a path that looks local (looks_local) and is no folder here is a
+    UsageError at once, where from_pretrained would spend a minute on Hub retries and then blame the connection."""
+    if looks_local(path) and not os.path.isdir(os.path.expanduser(path)):
+        found = "a file, not a model folder" if os.path.exists(os.path.expanduser(path)) else "no such folder"
+        raise UsageError(f"no model at {path} ({found}): give a training run's output_dir (e.g. outputs/quickstart) "
+                         f"or a Hub id such as GSAI-ML/LLaDA-8B-Base.")
+    return os.path.expanduser(path)
+
+
 def load_checkpoint(path: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
-    """(LLaDAModelLM in eval mode on `device`, tokenizer) from a local folder or a Hub id."""
+    """(the checkpoint's backbone in eval mode on `device`, tokenizer) from a local folder or a Hub id."""
     from transformers import AutoTokenizer
 
-    from .modeling import LLaDAModelLM
+    from .modeling import load_backbone
 
+    path = resolve_model_path(path)
     if os.path.isdir(path) and not os.path.isfile(os.path.join(path, "config.json")):
         adapter = os.path.isfile(os.path.join(path, "adapter_config.json"))
-        raise ValueError(
+        raise UsageError(
             f"{path} holds no model (no config.json)"
             + (": it is a LoRA adapter; evaluate it with `xdlm eval --model xdlm --model_args pretrained=BASE,peft=" + path + " ...`."
                if adapter else ": give the output_dir of a training run, e.g. outputs/quickstart.")
         )
-    model = LLaDAModelLM.from_pretrained(path, dtype=dtype).to(device).eval()
+    model = load_backbone(path, dtype=dtype).to(device).eval()
     return model, AutoTokenizer.from_pretrained(path)
 
 

@@ -3,14 +3,21 @@
 COMMANDS maps each command to the module whose `main(argv, prog)` does the job; a module is imported only when its
 command runs. `xdlm-train` and `xdlm-eval` are aliases of `xdlm train` and `xdlm eval`; `python -m llada_xdlm` is
 `xdlm`. The options every evaluation command shares, and the next steps a training run prints, are written here.
+
+Bad input caught at the boundary (a recipe value, a data file, a model path) is raised as UsageError and printed as
+one line (so is a full disk), `xdlm COMMAND: error: ...`, with exit status 2 as argparse does for a bad option; XDLM_DEBUG=1 shows its
+traceback. Any other exception is a bug and keeps its traceback.
 """
 
 import argparse
+import errno
 import importlib
 import json
 import os
 import shlex
 import sys
+
+DEBUG_VARIABLE = "XDLM_DEBUG"  # set to 1 to see the traceback behind a one-line input error
 
 COMMANDS = {
     "train": ("llada_xdlm.launch", "train a YAML recipe (under accelerate on every GPU when it names a launcher)"),
@@ -44,10 +51,29 @@ def usage() -> str:
     ])
 
 
+class UsageError(ValueError):
+    """Bad input, named with how to fix it, found by a check at the boundary of a command. `run` prints it as one
+    line; a dedicated type (not every ValueError) so that an error raised inside a library or by a bug keeps its
+    traceback. A ValueError, so that code calling the library catches it as before."""
+
+
+def one_line(error: BaseException) -> bool:
+    """Whether an error says all a user needs in its message: bad input (UsageError) or a full disk (its message
+    names the path; a training run's also says what was kept)."""
+    return isinstance(error, UsageError) or (isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT))
+
+
 def run(name: str, argv: list[str], prog: str) -> int:
-    """Run one command; its return value becomes the exit status when it is one (check-gpu), else 0."""
+    """Run one command; its return value becomes the exit status when it is one (check-gpu), else 0. A UsageError
+    or a full disk is printed as `prog: error: ...` and gives status 2 (its traceback too when XDLM_DEBUG is set)."""
     module = importlib.import_module(COMMANDS[name][0])
-    result = module.main(argv, prog=prog)
+    try:
+        result = module.main(argv, prog=prog)
+    except (UsageError, OSError) as err:
+        if not one_line(err) or os.environ.get(DEBUG_VARIABLE, "") not in ("", "0"):
+            raise
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return 2
     return result if type(result) is int else 0
 
 

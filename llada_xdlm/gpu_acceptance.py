@@ -24,10 +24,12 @@ import argparse
 import contextlib
 import datetime
 import gc
+import glob
 import json
 import multiprocessing
 import os
 import platform
+import shlex
 import shutil
 import socket
 import statistics
@@ -60,7 +62,8 @@ FLOAT32_PADDING_RTOL = 1e-4  # float32 padded against unpadded rows (rotary posi
 FUSED_MEMORY_RATIO = 0.25  # fused / unfused peak memory above the inputs
 FUSED_TIME_RATIO = 1.2  # fused / unfused time: no more than 20% slower
 TRAINING_LOSS_RTOL = 1e-2  # ZeRO-3 against plain per-step training loss
-TRAINING_TIMEOUT_S = 240  # one training process, start-up to exit (estimated 45-60 s at full shapes)
+TRAINING_TIMEOUT_S = 240  # one training process, start-up to exit (estimated 45-60 s at full shapes); DeepSpeed's
+# JIT-built ops are built before it starts (build_deepspeed_ops), so the limit covers training only
 
 
 @dataclass(frozen=True)
@@ -377,6 +380,44 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def extensions_root() -> Path:
+    """Where torch JIT-builds C++ extensions such as DeepSpeed's ops: TORCH_EXTENSIONS_DIR, else its default cache."""
+    from torch.utils.cpp_extension import get_default_build_root
+
+    return Path(os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root())
+
+
+def stale_build_locks(root: Path) -> list[Path]:
+    """The build locks under `root` that no process on this machine holds open. torch's builder creates
+    `<root>[/<python>_<device>]/<op>/lock`, keeps it open while it builds and deletes it after; a lock nobody holds
+    was left by a build that was killed, and every later build of that op waits on it forever."""
+    locks = sorted(root.glob("*/lock")) + sorted(root.glob("*/*/lock"))
+    if not locks or not os.path.isdir("/proc"):  # without /proc no holder can be seen: assume a live build
+        return []
+    held = set()
+    for fd in glob.glob("/proc/[0-9]*/fd/*"):
+        with contextlib.suppress(OSError):  # a process that exited, or one we may not inspect
+            held.add(os.readlink(fd))
+    return [lock for lock in locks if str(lock.resolve()) not in held]
+
+
+def build_deepspeed_ops() -> float:
+    """Build (or load from the cache) the op DeepSpeed's ZeRO-3 communication JIT-compiles on its first use (on CPU
+    its shared-memory collectives; nothing on CUDA), here and untimed: its first build takes minutes on a busy
+    machine, and a training run killed during it would leave a stale lock. A stale lock already there is an error
+    naming it and the command that removes it. Returns the seconds taken."""
+    stale = stale_build_locks(extensions_root())
+    if stale:
+        raise RuntimeError(f"stale DeepSpeed build lock {', '.join(map(str, stale))} (no process holds it: a build "
+                           f"was killed); every ZeRO-3 run would wait on it forever. If no other machine builds into "
+                           f"this folder, remove it: rm {' '.join(shlex.quote(str(p)) for p in stale)}")
+    from deepspeed.comm.torch import build_shm_op
+
+    start = time.perf_counter()
+    build_shm_op()
+    return time.perf_counter() - start
+
+
 def run_training_entry_point(recipe: str, result: str, log: str, environ: dict) -> None:
     """Child process: llada_xdlm.training.train.main([recipe]) as `xdlm train` runs it, output to `log`; writes its
     metrics, the process's peak GPU memory and whether DeepSpeed's communication was started to `result` (JSON)."""
@@ -462,6 +503,7 @@ def check_training(section: Section, shapes: Shapes, device: torch.device, tiny:
         base_env = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
         distributed = dict(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
                            MASTER_PORT=str(free_port()))
+        section.info("DeepSpeed ops built (before the timed runs)", f"{build_deepspeed_ops():.1f} s")
         runs = {}
         for name, extra, environ in (
             ("zero3", dict(deepspeed=str(DEEPSPEED_CONFIGS[device.type]),

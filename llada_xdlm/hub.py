@@ -26,6 +26,7 @@ import yaml
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 from transformers import AutoModel, AutoTokenizer
 
+from .checkpoint import resolve_model_path
 from .modeling import LLaDAConfig, LLaDAModelLM
 from .training.args import RECIPE_FILE
 
@@ -253,6 +254,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     parser.add_argument("--dry_run", action="store_true", help="stage into --out (or a temp dir) and stop")
     parser.add_argument("--out", default=None, help="staging folder, new or empty (default: a temporary directory)")
     args = parser.parse_args(argv)
+    args.model = resolve_model_path(args.model)
 
     flags = CardFacts(args.base_model, args.objective, args.k1, args.schedule, args.dataset, args.train_steps,
                       args.train_tokens)

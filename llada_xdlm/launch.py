@@ -19,20 +19,12 @@ import os
 import shlex
 import sys
 
-import yaml
+from .cli import UsageError
+from .training.args import read_yaml
 
 LAUNCHER_KEY = "accelerate_config"
 LAUNCHED = ("LOCAL_RANK", "ACCELERATE_MIXED_PRECISION")  # torchrun, deepspeed and accelerate set one in each process
 USAGE = "%(prog)s RECIPE.yaml [--key value ...]"
-
-
-class UsageError(Exception):
-    """Bad command-line input, reported as `prog: error: ...` with exit status 2."""
-
-
-def read_yaml(path: str) -> dict:
-    with open(path) as f:
-        return yaml.safe_load(f) or {}
 
 
 def split_launcher(argv: list[str]) -> tuple[str | None, list[str]]:

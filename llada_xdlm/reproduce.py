@@ -96,16 +96,6 @@ def prepare_digits(out: str) -> dict:
                 validation=os.path.join(out, "validation.jsonl"))
 
 
-def unigram_ppl(train_texts: list[str], tokenizer, blocks: torch.Tensor) -> float:
-    """Perplexity of the context-free baseline on the validation blocks: token frequencies of the training split
-    packed the same way (add-one smoothed). A model whose PPL bound is near it has learnt nothing beyond them."""
-    counts = torch.zeros(len(tokenizer), dtype=torch.float64)
-    for ids in tokenizer(train_texts)["input_ids"]:
-        counts += torch.bincount(torch.tensor(ids + [tokenizer.eos_token_id]), minlength=len(counts))
-    log_p = (counts + 1).log() - (counts.sum() + len(counts)).log()
-    return math.exp(-log_p[blocks.flatten()].mean().item())
-
-
 # ---- recipes and training ------------------------------------------------------------------------------------
 
 
@@ -753,9 +743,10 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict:
     blocks = perplexity.text_blocks(val_texts, tokenizer, block, cfg["eval_blocks"])
     evaluator, _ = load_checkpoint(os.path.join(work, "evaluator_ar"))
     curve = metrics["evaluator_ar"]["curve"]
+    train_blocks = perplexity.text_blocks(train_texts, tokenizer, block)
     text = dict(
-        unigram_ppl=unigram_ppl(train_texts, tokenizer, blocks), tokens=blocks.numel(), vocab=len(tokenizer),
-        train_chars=sum(map(len, train_texts)), validation_chars=sum(map(len, val_texts)),
+        unigram_ppl=perplexity.unigram_ppl(train_blocks, blocks, len(tokenizer)), tokens=blocks.numel(),
+        vocab=len(tokenizer), train_chars=sum(map(len, train_texts)), validation_chars=sum(map(len, val_texts)),
         params=sum(p.numel() for p in evaluator.parameters()),
         evaluator=dict(val_ppl=math.exp(metrics["evaluator_ar"]["nelbo_after"]), curve=curve,
                        best_step=min(curve, key=lambda c: c[1])[0],

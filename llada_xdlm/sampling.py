@@ -25,13 +25,15 @@ import torch
 
 from .checkpoint import require_diffusion, resolve_setting
 from .diffusion import get_schedule, prior_sample, reverse_step_probs
-from .modeling import LLaDAModelLM
+from .modeling import is_backbone
 
 SAMPLERS = ("remask", "ancestral")
 REMASKING = ("low_confidence", "random")
 REFINE_BUDGETS = ("global", "block")
 CACHES = ("none", "prefix", "dual")
-CHOICES = {"sampler": SAMPLERS, "remasking": REMASKING, "refine_budget": REFINE_BUDGETS, "cache": CACHES}
+COMPATS = ("none", "xdlm-authors")
+CHOICES = {"sampler": SAMPLERS, "remasking": REMASKING, "refine_budget": REFINE_BUDGETS, "cache": CACHES,
+           "compat": COMPATS}
 
 
 @dataclass(frozen=True)
@@ -48,7 +50,9 @@ class SamplerConfig:
     suffix too); threshold: commit every mask of the block whose confidence exceeds it, at least the fixed
     schedule's share of what is left (None = the fixed schedule); schedule: the ancestral sampler's steps are uniform
     in t under this noise schedule, "linear" (alpha = 1 - t) or "loglinear" (None = the one the model was trained
-    with, config.schedule)."""
+    with, config.schedule); compat: "none" (this sampler) or "xdlm-authors" (the XDLM authors' generate_xdm /
+    generate_mdm token for token, quirks included: prompt tokens may be rewritten, confidences are ranked in the
+    model's dtype, the mask id may be generated; docs/evaluation.md lists every difference)."""
 
     steps: int = 32
     gen_length: int = 256
@@ -63,6 +67,7 @@ class SamplerConfig:
     cache: str = "none"
     threshold: float | None = None
     schedule: str | None = None
+    compat: str = "none"
 
     def __post_init__(self):
         if self.block_length is None:
@@ -114,6 +119,24 @@ class SamplerConfig:
         elif self.schedule is not None:
             raise ValueError("schedule applies to sampler='ancestral' only; the remasking sampler fills an even "
                              "share of the masks per step whatever the model's schedule.")
+        if self.compat == "xdlm-authors":
+            self._check_authors_compat()
+
+    def _check_authors_compat(self):
+        """compat='xdlm-authors' covers what the authors' sampler does: their remasking sampler, low-confidence
+        order, no cache, no threshold, no guidance (their harness never runs it), the budget counted per block."""
+        theirs = {"sampler": "remask", "remasking": "low_confidence", "cache": "none", "threshold": None,
+                  "cfg_scale": 0}
+        for name, value in theirs.items():
+            if getattr(self, name) != value:
+                raise ValueError(f"{name}={getattr(self, name)!r} is not part of the XDLM authors' sampler; "
+                                 f"compat='xdlm-authors' needs {name}={value!r} (or use compat='none').")
+        if self.refine_budget != "block":
+            raise ValueError("compat='xdlm-authors' counts the rewrite budget per block, as the authors' sampler "
+                             "does: pass refine_budget='block'.")
+        if self.k1 == 1:
+            raise ValueError("k1=1 divides by zero in the authors' rewrite budget k1 / (1 - k1); "
+                             "compat='xdlm-authors' needs k1 < 1 (compat='none' refines without a budget at k1=1).")
 
     @property
     def num_blocks(self) -> int:
@@ -158,7 +181,8 @@ def checkpoint_sampler(model_config, config: SamplerConfig | None = None, defaul
 class Trajectory:
     """What each of the S steps did to the generated part of the canvas (B rows, G = gen_length positions).
     tokens[0] is the starting canvas (all masks; the prior draw for the ancestral sampler), tokens[s + 1] the
-    canvas after step s. Prompt and padding are never changed, so they are not recorded."""
+    canvas after step s. Prompt and padding are not recorded: they never change (compat="xdlm-authors" may rewrite
+    them; those rewrites are only seen in the returned sequences)."""
 
     tokens: torch.Tensor  # [S + 1, B, G]
     filled: torch.Tensor  # [S, B, G] bool: mask -> token
@@ -197,8 +221,8 @@ def generate(
     The sampler's settings come from `config` (a SamplerConfig; default: the model's saved defaults, config.json
     `sampling`, over SamplerConfig's) and/or keywords naming its fields (steps=32, gen_length=256,
     block_length=None, sampler="remask", k1=None, refine_budget="global", temperature=0.0,
-    remasking="low_confidence", top_p=None, cfg_scale=0.0, cache="none", threshold=None, schedule=None); keywords
-    override the config (checkpoint_sampler).
+    remasking="low_confidence", top_p=None, cfg_scale=0.0, cache="none", threshold=None, schedule=None,
+    compat="none"); keywords override the config (checkpoint_sampler).
     sampler "remask": each step fills the most confident masks of the current block (even split of the block over
     its steps, remainder to the earliest steps); with k1 > 0 it also rewrites committed generated tokens whose
     prediction differs and is at least as probable, most confident first, within the refine_budget rule
@@ -207,11 +231,13 @@ def generate(
     sampler "ancestral": starts from the prior and applies the plug-in posterior over `steps` uniform steps in t
     under the schedule (from t = 1 to 0, the last to alpha = 1); top_p restricts the model's prediction to its
     nucleus first.
-    cache "prefix" / "dual" (LLaDAModelLM only): a block's first step runs the whole canvas and keeps its keys and
+    cache "prefix" / "dual" (backbones only): a block's first step runs the whole canvas and keeps its keys and
     values; its later steps run only the block and what follows it ("prefix") or the block alone ("dual") against
     them, and refinement then rewrites committed tokens of the current block only. threshold: each step commits
     every mask of the block whose confidence exceeds it (at least ceil(masks left / steps left)), and a block ends
     as soon as it has no mask left.
+    compat "xdlm-authors": the XDLM authors' sampler instead, quirks included (_authors_remask_loop): it may
+    rewrite prompt tokens and generate the mask id, and ranks in the model's dtype.
     k1, schedule and mask_id default to model.config.k1, .schedule and .mask_token_id; a model trained with objective
     "ar" is refused. cfg_scale > 0 adds classifier-free
     guidance (the unconditional copy has its prompt replaced by masks). suppress_tokens are never generated.
@@ -227,9 +253,9 @@ def generate(
     V = getattr(model_config, "embedding_size", None) or getattr(model_config, "vocab_size", None)
     if stop_strings is not None and eos_token_id is None:
         eos_token_id = getattr(tokenizer, "eos_token_id", None)
-    if config.cache != "none" and not isinstance(model, LLaDAModelLM):
-        raise ValueError(f"cache={config.cache!r} needs an LLaDAModelLM (a forward that takes past_key_values); "
-                         f"got {type(model).__name__}. Use cache='none'.")
+    if config.cache != "none" and not is_backbone(model):
+        raise ValueError(f"cache={config.cache!r} needs a backbone of llada_xdlm.modeling (a forward that takes "
+                         f"past_key_values); got {type(model).__name__}. Use cache='none'.")
     _check_args(input_ids, attention_mask, config, mask_id, V, suppress_tokens)
     _check_stop(stop_strings, tokenizer, eos_token_id)
 
@@ -241,7 +267,8 @@ def generate(
     real_prompt[:, :P] = True if attention_mask is None else attention_mask.bool()
     if attention_mask is not None:
         attention_mask = torch.cat([attention_mask, attention_mask.new_ones(B, G)], dim=1)  # [B, L]
-    banned = torch.tensor([mask_id, *(suppress_tokens or ())], device=device)  # ids whose logit becomes -inf
+    never = [mask_id] if config.compat == "none" else []  # the authors' sampler may propose the mask
+    banned = torch.tensor([*never, *(suppress_tokens or ())], dtype=torch.long, device=device)  # logits -> -inf
 
     caches = {}  # guidance branch -> KV cache of the current block; lives for this call only
 
@@ -261,7 +288,9 @@ def generate(
         return logits.index_fill_(-1, banned, float("-inf"))
 
     history = [x[:, P:].clone()] if return_trajectory else None
-    if config.sampler == "remask":
+    if config.compat == "xdlm-authors":
+        _authors_remask_loop(x, logits_at, P, config, mask_id, generator, history)
+    elif config.sampler == "remask":
         _remask_loop(x, logits_at, P, config, mask_id, generator, history)
     else:
         _ancestral_loop(x, logits_at, P, config, mask_id, V, generator, history)
@@ -282,9 +311,9 @@ def _window_logits(model, ids, attention_mask, start: int, end: int, cache: str 
     """(logits [B, end - start, V] of canvas positions [start, end), the KV cache for the next step) from one
     forward. Without `past` the whole canvas runs (its keys and values kept unless cache is "none"); with it, only
     the span the cache mode recomputes, [start, L) for "prefix" or [start, end) for "dual", runs against the cached
-    keys and values of the rest (the span's are updated in place). LLaDAModelLM runs its LM head on the window only
+    keys and values of the rest (the span's are updated in place). A backbone runs its LM head on the window only
     (logits_to_keep), so the prompt's [B, P, V] logits are never formed; other models are sliced."""
-    if not isinstance(model, LLaDAModelLM):
+    if not is_backbone(model):
         return model(ids, attention_mask=attention_mask).logits[:, start:end], None
     if past is None:
         out = model(ids, attention_mask=attention_mask, use_cache=cache != "none", logits_to_keep=slice(start, end))
@@ -316,9 +345,10 @@ def _remask_loop(x, logits_at, P, config, mask_id, generator, history):
             masks_left = is_mask.sum(dim=1)  # [B]
             if threshold is not None and i > 0 and not bool(masks_left.any()):
                 break  # every row finished the block early
-            x0, conf, p_cur = _propose(logits_at(start, end, refresh=i == 0), xw, config.temperature, generator)
+            x0, conf, p_cur, log_conf = _propose(logits_at(start, end, refresh=i == 0), xw, config.temperature,
+                                               generator)
             if config.remasking == "low_confidence":
-                score = conf
+                score = log_conf  # conf's order, without its float32 ties at 1
             else:
                 score = torch.rand(conf.shape, generator=generator, device=conf.device)
             n_fill = -(-masks_left // (steps_per_block - i))  # [B] ceil: the fixed schedule's share
@@ -330,10 +360,58 @@ def _remask_loop(x, logits_at, P, config, mask_id, generator, history):
             if k1 > 0:
                 budget = _refine_budget(k1, filled, refined, xw.shape[1], config.refine_budget == "block" and i == 0)
                 can = ~is_mask & (x0 != xw) & (conf >= p_cur) & (masks_left > 0)[:, None]
-                refine = _top_k_per_row(conf, can, budget)
+                refine = _top_k_per_row(log_conf, can, budget)
                 new = torch.where(refine, x0, new)
                 refined += refine.sum(dim=1)
             xw.copy_(new)
+            if history is not None:
+                history.append(x[:, P:].clone())
+
+
+def _authors_remask_loop(x, logits_at, P, config, mask_id, generator, history):
+    """The XDLM authors' remasking sampler (their generate_xdm, and generate_mdm at k1 = 0) in place on x [B, L],
+    quirks kept (docs/evaluation.md). Every step runs the whole canvas; x0 is the argmax over all ids (mask id
+    included) of the logits, or at temperature > 0 of exp(logits) / (-log u)^temperature with u a float64 uniform
+    over the whole [B, L, V]; confidences are softmax probabilities in the logits' dtype. Candidates are all
+    positions before the block's end: masks are filled with a fixed even split of the block over its steps, and
+    every other position (prompt and padding included) whose x0 differs and is at least as probable may be
+    rewritten, most confident first, within floor(k1 / (1 - k1) * fills scheduled so far) rewrites of the block
+    (float32 arithmetic, none at its first step). Each row's picks are one torch.topk over its whole canvas, as
+    theirs: which of tied confidences topk takes depends on the slice it is given, and bf16 probabilities tie."""
+    B, L = x.shape
+    k1, block_length = config.k1, config.block_length
+    steps_per_block = config.steps // config.num_blocks
+    fills = [block_length // steps_per_block + (i < block_length % steps_per_block) for i in range(steps_per_block)]
+    for block in range(config.num_blocks):
+        end = P + (block + 1) * block_length
+        scheduled = torch.zeros((), dtype=torch.long)  # fills scheduled so far in this block
+        refined = torch.zeros(B, dtype=torch.long, device=x.device)  # [B] rewrites so far in this block
+        for i in range(steps_per_block):
+            logits = logits_at(0, L, refresh=True)  # [B, L, V] in the model's dtype
+            if config.temperature == 0:
+                x0 = logits.argmax(dim=-1)  # [B, L]
+            else:
+                u = torch.rand(logits.shape, generator=generator, dtype=torch.float64, device=x.device)
+                x0 = (logits.double().exp() / (-torch.log(u)) ** config.temperature).argmax(dim=-1)
+            probs = logits.softmax(dim=-1)  # the model's dtype
+            conf = probs.gather(-1, x0[..., None]).squeeze(-1)  # [B, L]
+            p_cur = probs.gather(-1, x[..., None]).squeeze(-1)  # [B, L]
+            conf[:, end:] = float("-inf")
+            is_mask = x == mask_id
+            fill_score = conf.masked_fill(~is_mask, float("-inf"))
+            can = ~is_mask & (x0 != x) & (conf >= p_cur)
+            refine_score = conf.masked_fill(~can, float("-inf"))
+            scheduled += fills[i]
+            n_refine = torch.zeros_like(refined)
+            if k1 > 0 and i > 0:
+                allowed = (scheduled * k1 / (1 - k1)).int()  # float32 rounding, truncated
+                n_refine = torch.minimum(can.sum(dim=1), allowed - refined)
+                refined += n_refine
+            transfer = torch.zeros_like(is_mask)
+            for b in range(B):  # one topk per row on its whole canvas: the tie order depends on the slice and k
+                transfer[b, fill_score[b].topk(fills[i]).indices] = True
+                transfer[b, refine_score[b].topk(int(n_refine[b])).indices] = True
+            x.copy_(torch.where(transfer, x0, x))
             if history is not None:
                 history.append(x[:, P:].clone())
 
@@ -378,9 +456,12 @@ def ancestral_step(logits, z_t, alpha_t, alpha_s, k1, mask_id, generator=None) -
 
 
 def _propose(logits, current, temperature, generator):
-    """Candidate tokens x0 = argmax(logits + temperature * Gumbel), their probability p(x0) under softmax(logits)
-    and the probability of the current tokens p(current) (0 at masks: banned ids are already -inf).
-    logits [B, W, V], current [B, W] -> x0, conf, p_cur [B, W] (float32).
+    """Candidate tokens x0 = argmax(logits + temperature * Gumbel), their probability p(x0) under softmax(logits),
+    the probability of the current tokens p(current) (0 at masks: banned ids are already -inf), and log p(x0), the
+    ranking key. log p(x0) = -log1p(rest / e(x0)), with e = exp(logit - max) and `rest` the sum of e over the other
+    ids, summed directly: near-certain candidates keep their true order there, where p(x0) rounds to 1 in float32
+    once the logit gap exceeds ~17 (float64: ~37) and would tie; it is float64, so uncertain ones keep p's precision.
+    logits [B, W, V], current [B, W] -> x0, conf, p_cur [B, W] (float32), log_conf [B, W] (float64).
 
     The normaliser is computed in place in `logits`, which is consumed: over V = 126k a temporary [B, W, V] per
     step costs as much as the reductions themselves (float32 logits are overwritten, others are upcast once)."""
@@ -394,9 +475,14 @@ def _propose(logits, current, temperature, generator):
     cur = logits.gather(-1, current[..., None]).squeeze(-1)
     row_max, top, cur = row_max.float()[..., None], top.float(), cur.float()
     shifted = logits.float() if logits.dtype != torch.float32 else logits
-    norm = shifted.sub_(row_max).exp_().sum(dim=-1)  # [B, W] sum of exp(logits - max)
+    shifted.sub_(row_max).exp_().scatter_(-1, x0[..., None], 0.0)
+    rest = shifted.sum(dim=-1)  # [B, W] sum of exp(logits - max) over the ids other than x0
     row_max = row_max.squeeze(-1)
-    return x0, (top - row_max).exp() / norm, (cur - row_max).exp() / norm
+    top = (top - row_max).exp()
+    norm = top + rest
+    log_conf = torch.log1p(rest.double() / top).neg_().clamp_(min=torch.finfo(torch.float64).min)  # finite: an
+    # underflowed candidate (p < 1e-38, Gumbel-drawn) still outranks the ineligible positions (-inf)
+    return x0, top / norm, (cur - row_max).exp() / norm, log_conf
 
 
 def _gumbel(shape, generator, device) -> torch.Tensor:
@@ -549,11 +635,16 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> list[str]:
     """`xdlm sample`: generate after each prompt with a saved checkpoint and print prompt + continuation; returns
     the continuations."""
     from .checkpoint import load_checkpoint
+    from .cli import UsageError
 
     parser = argparse.ArgumentParser(prog=prog, description="Generate text after prompts with a trained checkpoint.")
     parser.add_argument("--model", required=True, help="checkpoint folder (a training run's output_dir) or Hub id")
     parser.add_argument("--prompt", action="append", default=None,
                         help="text to continue (repeatable: one row each, left-padded; default: one empty prompt)")
+    parser.add_argument("--chat", action="store_true",
+                        help="send each prompt as a user message through the tokenizer's chat template (instruction-"
+                             "tuned models: LLaDA-8B-Instruct, LLaDA-1.5, LLaDA-MoE-7B-A1B-Instruct) and print the "
+                             "reply alone")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sampler's noise")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
@@ -563,15 +654,27 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> list[str]:
 
     model, tokenizer = load_checkpoint(args.model, args.device, getattr(torch, args.dtype))
     config = sampler_config_from_arguments(parser, args, model.config)
-    enc = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left").to(args.device)
+    if args.chat and not tokenizer.chat_template:
+        parser.error(f"--chat needs a tokenizer with a chat template, and {args.model}'s has none (a base model?): "
+                     f"leave --chat out to continue the prompt as text.")
+    inputs = prompts
+    if args.chat:  # the rendered conversation starts with bos itself
+        inputs = [tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True,
+                                                tokenize=False) for p in prompts]
+    enc = tokenizer(inputs, return_tensors="pt", padding=True, padding_side="left",
+                    add_special_tokens=not args.chat).to(args.device)
     P, limit = enc.input_ids.shape[1], model.config.max_sequence_length
+    longest = "the prompt has" if len(prompts) == 1 else "the longest prompt has"
+    if P >= limit:
+        raise UsageError(f"{longest} {P} tokens, and the model holds max_sequence_length={limit} tokens in all: "
+                         f"shorten it to fewer than {limit} tokens, to leave room for the generated text.")
     if P + config.gen_length > limit:
-        parser.error(f"a {P}-token prompt plus --gen_length {config.gen_length} exceeds the model's "
-                     f"max_sequence_length {limit}: pass --gen_length {limit - P} or less.")
+        raise UsageError(f"{longest} {P} tokens; with --gen_length {config.gen_length} that exceeds the model's "
+                         f"max_sequence_length={limit}: pass --gen_length {limit - P} or less, or shorten the prompt.")
     generator = torch.Generator(device=args.device).manual_seed(args.seed)
     out = generate(model, enc.input_ids, enc.attention_mask, config, eos_token_id=tokenizer.eos_token_id,
                    generator=generator)
     texts = tokenizer.batch_decode(out[:, P:], skip_special_tokens=True)
     for prompt, text in zip(prompts, texts):
-        print(prompt + text, flush=True)
+        print(text if args.chat else prompt + text, flush=True)
     return texts

@@ -18,11 +18,15 @@ BOS, EOS, MASK, EOT = "<|startoftext|>", "<|endoftext|>", "<|mdm_mask|>", "<|eot
 HEADER_START, HEADER_END = "<|start_header_id|>", "<|end_header_id|>"
 SPECIAL_TOKENS = [BOS, EOS, MASK, EOT, HEADER_START, HEADER_END]
 
-# LLaDA-8B-Instruct's template: bos, then <|start_header_id|>role<|end_header_id|>\n\ncontent<|eot_id|> per message.
+# LLaDA-8B-Instruct's format: bos, then <|start_header_id|>role<|end_header_id|>\n\ncontent<|eot_id|> per message
+# (content stripped of surrounding whitespace), then the assistant header. Instruct's own template (its
+# tokenizer_config.json, also LLaDA-1.5's) appends that header even without add_generation_prompt, so a finished
+# conversation ends in an empty assistant turn; this one appends it only when asked, and renders every prompt
+# (add_generation_prompt=True) exactly as Instruct's does. SFT needs this behaviour (training.data.sft_fn).
 CHAT_TEMPLATE = (
     "{{ bos_token }}"
     "{% for message in messages %}"
-    "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' + message['content'] + '<|eot_id|>' }}"
+    "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' + message['content'] | trim + '<|eot_id|>' }}"
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
 )

@@ -1,7 +1,9 @@
 """`python -m llada_xdlm.train RECIPE.yaml [--key value ...]`: `xdlm train`, the form to put after
 `accelerate launch` (see llada_xdlm.launch and docs/training.md)."""
 
-from llada_xdlm.launch import main
+import sys
+
+from llada_xdlm.cli import run
 
 if __name__ == "__main__":
-    main(prog="python -m llada_xdlm.train")
+    sys.exit(run("train", sys.argv[1:], prog="python -m llada_xdlm.train"))

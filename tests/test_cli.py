@@ -110,9 +110,23 @@ def test_sample_prints_what_generate_gives_for_the_same_settings_and_seed(checkp
 def test_sample_refuses_a_generation_longer_than_the_model_and_bad_settings(checkpoint, tiny_tokenizer, capsys):
     P = len(tiny_tokenizer("The module")["input_ids"])  # the checkpoint holds 40 tokens
     assert run_main(["sample", "--model", checkpoint, "--prompt", "The module", "--gen_length", "64"]) == 2
-    assert f"pass --gen_length {40 - P} or less" in capsys.readouterr().err
+    assert capsys.readouterr().err.splitlines()[-1] == (  # after the weights' loading bar
+        f"xdlm sample: error: the prompt has {P} tokens; with --gen_length 64 that exceeds the model's "
+        f"max_sequence_length=40: pass --gen_length {40 - P} or less, or shorten the prompt.")
     assert run_main(["sample", "--model", checkpoint, "--sampler", "ancestral", "--temperature", "0.5"]) == 2
     assert "temperature applies to sampler='remask' only" in capsys.readouterr().err
+
+
+def test_sample_says_a_prompt_longer_than_the_model_is_too_long_without_a_negative_gen_length(checkpoint,
+                                                                                           tiny_tokenizer, capsys):
+    for words in (20, 30):  # 40 and 60 tokens: a prompt of exactly the model's 40 leaves no room either
+        prompt = " ".join(["module"] * words)
+        P = len(tiny_tokenizer(prompt)["input_ids"])
+        assert P == 2 * words
+        assert run_main(["sample", "--model", checkpoint, "--prompt", prompt, "--prompt", "The"]) == 2
+        assert capsys.readouterr().err.splitlines()[-1] == (
+            f"xdlm sample: error: the longest prompt has {P} tokens, and the model holds max_sequence_length=40 "
+            f"tokens in all: shorten it to fewer than 40 tokens, to leave room for the generated text.")
 
 
 def test_next_steps_name_the_folder_and_three_commands():

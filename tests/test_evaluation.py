@@ -239,8 +239,8 @@ def test_loglikelihood_rolling_is_the_sum_of_the_bounds_of_disjoint_windows(chec
         ("pretrained=x,likelihood=elbo", "likelihood='elbo' is not one of"),
         ("pretrained=x,batch_size=auto", "batch_size='auto' must be a positive integer"),
         ("pretrained=x,mode=opencompass", "mode='opencompass' is not one of"),
-        ("pretrained=./no/such/checkpoint", "looks like a local folder but does not exist"),
-        ("pretrained=/tmp/no-such-checkpoint-dir", "looks like a local folder but does not exist"),
+        ("pretrained=./no/such/checkpoint", "no model at ./no/such/checkpoint"),
+        ("pretrained=/tmp/no-such-checkpoint-dir", "no model at /tmp/no-such-checkpoint-dir"),
         ("pretrained=x,dtype=fp8", "dtype='fp8'"),
     ],
 )

@@ -78,6 +78,12 @@ def test_ppl_command_on_a_local_jsonl_file(tiny_model, tiny_tokenizer, corpus_te
         eval_ppl.load_texts("wikitext-9")
 
 
+def test_unigram_ppl_scores_each_token_by_its_add_one_training_frequency():
+    # counts over 4 ids: [0, 2, 3, 0] -> add-one probabilities [1, 3, 4, 1] / 9, ragged rows counted alike
+    ppl = eval_ppl.unigram_ppl([[1, 1, 2], [2, 2]], torch.tensor([[1, 3], [2, 2]]), vocab_size=4)
+    assert ppl == pytest.approx((9 / 3 * 9 / 1 * 9 / 4 * 9 / 4) ** (1 / 4), rel=1e-12)
+
+
 def test_unigram_entropy_of_identical_samples_is_the_hand_computed_value():
     row = torch.tensor([5, 5, 7, 9, 5, 7, 11, 5])  # frequencies 4/8, 2/8, 1/8, 1/8
     expected = -(0.5 * math.log(0.5) + 0.25 * math.log(0.25) + 2 * 0.125 * math.log(0.125))

@@ -88,7 +88,8 @@ def test_a_small_model_uses_context_on_the_character_data_within_a_ci_budget(tmp
     metrics = train_main([path])
     model, tokenizer = load_checkpoint(str(tmp_path / "gate"))
     blocks = perplexity.text_blocks(perplexity.load_texts(data["validation"]), tokenizer, cfg["block"])
-    unigram = reproduce.unigram_ppl(perplexity.load_texts(data["train"]), tokenizer, blocks)
+    train_blocks = perplexity.text_blocks(perplexity.load_texts(data["train"]), tokenizer, cfg["block"])
+    unigram = perplexity.unigram_ppl(train_blocks, blocks, len(tokenizer))
     assert 19 < unigram < 25  # English with case and punctuation: about 4.4 bits per character
     ppl = math.exp(metrics["nelbo_after"])  # causal cross-entropy per character on the same validation blocks
     assert ppl < 0.6 * unigram, f"validation PPL {ppl:.2f} vs unigram {unigram:.2f}"

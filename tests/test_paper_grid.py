@@ -154,3 +154,42 @@ def test_score_is_the_task_metric_not_an_outcome_count(tmp_path):
              "syntax_error,none": 0, "timeout,none": 0, "empty,none": 0, "pass_at_1,none": 0.3}
     (tmp_path / "results_1.json").write_text(json.dumps({"results": {"paper_mbpp": entry}}))
     assert read_scores(str(tmp_path), ["paper_mbpp"]) == {"paper_mbpp": pytest.approx(30.0)}
+
+
+ECHO_LM_EVAL = """
+import json, os, sys
+args = sys.argv[1:]
+model_args = dict(kv.split("=", 1) for kv in args[args.index("--model_args") + 1].split(","))
+out = args[args.index("--output_path") + 1]
+os.makedirs(out, exist_ok=True)
+tasks = args[args.index("--tasks") + 1].split(",")
+json.dump({"results": {t: {"acc,none": 0.5} for t in tasks}}, open(os.path.join(out, "results_1.json"), "w"))
+json.dump({"generated_tokens": 8, "forwards": 4, "seconds": 1.0}, open(model_args["stats_path"], "w"))
+json.dump(model_args, open(os.path.join(out, "model_args.json"), "w"))
+"""
+
+
+@pytest.mark.parametrize("compat", [None, "xdlm-authors"])
+def test_grid_passes_the_compat_setting_to_every_run_and_records_it(tmp_path, compat):
+    from llada_xdlm.evaluation.paper_grid import main
+
+    fake = tmp_path / "fake_lm_eval.py"  # stands for `python -m llada_xdlm.eval`: echoes its model_args
+    fake.write_text(ECHO_LM_EVAL)
+    output = tmp_path / "grid"
+    main(["--output", str(output), "--model", "m=ckpt:0.1", "--steps", "4", "--tasks", "t1",
+          "--launcher", f"{sys.executable} {fake}", *(["--compat", compat] if compat else [])])
+    expected = compat or "none"
+    (args_file,) = output.rglob("model_args.json")
+    assert json.loads(args_file.read_text())["compat"] == expected
+    assert json.loads((output / "cells" / "m" / "steps4" / "t1.json").read_text())["compat"] == expected
+
+
+def test_grid_refuses_to_reuse_cells_sampled_with_another_compat(tmp_path):
+    from llada_xdlm.evaluation.paper_grid import cell_path, run_grid
+
+    row = GridRow("m", "ckpt", 0.1)
+    path = Path(cell_path(str(tmp_path), row, 4, "t1"))
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"score": 50.0}))  # a cell of a run that predates the setting: compat none
+    with pytest.raises(ValueError, match="compat=none, this grid asks for compat=xdlm-authors"):
+        run_grid([row], [4], ["t1", "t2"], str(tmp_path), {"compat": "xdlm-authors"}, launcher=["/nonexistent"])

@@ -46,3 +46,18 @@ def test_llada_cpt_recipe_matches_the_authors_command():
     assert (args.adam_beta1, args.adam_beta2, args.adam_epsilon) == (0.9, 0.999, 1e-8)
     assert args.save_steps == 100 and 600 % args.save_steps == 0  # the paper evaluates checkpoint-600
     assert args.seed == 42
+
+
+def test_dream_cpt_recipe_is_the_papers_run_on_dream_at_its_context_length():
+    """The llada_cpt settings with Dream-7B's checkpoint, 2048-token blocks (Dream's training length) and twice the
+    accumulation: the same 8 x 1 x 128 x 2048 = 2,097,152 tokens per step as 8 x 1 x 64 x 4096."""
+    llada = parse_recipe([str(REPO / "recipes" / "llada_cpt.yaml"), *NO_GPU])
+    dream = parse_recipe([str(REPO / "recipes" / "dream_cpt.yaml"), *NO_GPU])
+    assert dream[0].model_name_or_path == "Dream-org/Dream-v0-Base-7B"
+    assert dream[1].block_size * dream[3].gradient_accumulation_steps == 2048 * 128 == 4096 * 64
+    assert vars(dream[2]) == vars(llada[2])  # objective, k1, schedule, eps, loss: the paper's
+    same = ["per_device_train_batch_size", "max_steps", "learning_rate", "lr_scheduler_type", "warmup_steps",
+            "weight_decay", "max_grad_norm", "adam_beta1", "adam_beta2", "adam_epsilon", "save_steps", "seed"]
+    assert {k: getattr(dream[3], k) for k in same} == {k: getattr(llada[3], k) for k in same}
+    assert yaml.safe_load((REPO / "recipes" / "dream_cpt.yaml").read_text())[LAUNCHER_KEY] == \
+        "recipes/accelerate/deepspeed_zero3.yaml"

@@ -1,5 +1,6 @@
 """generate(): the remasking sampler with XDLM refinement and the ancestral sampler (docs/sampling.md)."""
 
+import copy
 import math
 from types import SimpleNamespace
 
@@ -122,13 +123,22 @@ def test_argmax_never_picks_mask(tiny_model, tiny_config, prompts, temperature):
     assert not out.trajectory.remasked.any()
 
 
-@pytest.mark.parametrize("block_length, cfg_scale", [(24, 0.0), (8, 0.0), (12, 2.0)])
-def test_k1_zero_matches_reference_llada_sampler(tiny_model, tiny_tokenizer, tiny_config, block_length, cfg_scale):
+@pytest.mark.parametrize("block_length, cfg_scale, steps", [(24, 0.0, 6), (8, 0.0, 6), (12, 2.0, 6), (24, 0.0, 12)])
+@pytest.mark.parametrize("peaked", [False, True])
+def test_k1_zero_matches_reference_llada_sampler(tiny_model, tiny_tokenizer, tiny_config, block_length, cfg_scale,
+                                                 steps, peaked):
+    """Token identity with LLaDA's sampler (float64 softmax). peaked: a float64 model whose LM head is scaled x400,
+    so that most confidences lie within float32's rounding of 1 (logit gaps above ~17) but not float64's; they
+    must still be ranked in their true order, not tied and committed left to right."""
+    model = tiny_model
+    if peaked:
+        model = copy.deepcopy(tiny_model).double()
+        model.get_output_embeddings().weight.data.mul_(400)
     texts = ["The quick brown fox jumps over", "Return a new list of the items"]
     ids = torch.tensor([tiny_tokenizer(t)["input_ids"][:5] for t in texts])  # [2, 5]: no padding
-    ref = reference_llada(tiny_model, ids, steps=6, gen_length=24, block_length=block_length,
+    ref = reference_llada(model, ids, steps=steps, gen_length=24, block_length=block_length,
                           mask_id=tiny_config.mask_token_id, cfg_scale=cfg_scale)
-    ours = generate(tiny_model, ids, steps=6, gen_length=24, block_length=block_length, k1=0.0, cfg_scale=cfg_scale)
+    ours = generate(model, ids, steps=steps, gen_length=24, block_length=block_length, k1=0.0, cfg_scale=cfg_scale)
     assert torch.equal(ours, ref)
 
 
@@ -425,13 +435,20 @@ def test_step_confidences_match_a_float64_softmax(dtype, tol):
     logits[..., 7] = -math.inf  # a banned id, the current token at one position
     current = torch.randint(0, 1000, (3, 5), generator=torch.Generator().manual_seed(1))
     current[0, 0] = 7
+    logits[2, :, 0] = logits[2].amax(-1).float() + torch.tensor([20.0, 24, 28, 60, 90])  # near-certain ids 0
     p = logits.double().softmax(-1)
-    x0, conf, p_cur = _propose(logits.clone(), current, 0.0, None)
+    x0, conf, p_cur, log_conf = _propose(logits.clone(), current, 0.0, None)
     assert torch.equal(x0, logits.argmax(-1))
     assert conf.dtype == p_cur.dtype == torch.float32
     torch.testing.assert_close(conf.double(), p.gather(-1, x0[..., None])[..., 0], rtol=tol, atol=0)
     torch.testing.assert_close(p_cur.double(), p.gather(-1, current[..., None])[..., 0], rtol=tol, atol=1e-30)
     assert p_cur[0, 0] == 0
+    # log p(x0) against float64's log-softmax (which, unlike p, does not round to 0 at these gaps): float32 p is
+    # 1.0 in row 2, log p keeps the true order of the five near-certain positions
+    log_p = logits.double().log_softmax(-1).gather(-1, x0[..., None])[..., 0]
+    assert log_conf.dtype == torch.float64
+    torch.testing.assert_close(log_conf, log_p, rtol=1e-5, atol=1e-6)
+    assert (conf[2] == 1).all() and (log_conf[2].diff() > 0).all()
 
 
 def test_ancestral_one_step_frequencies_match_reverse_step_probs(tiny_model, tiny_config):
@@ -883,5 +900,5 @@ def test_bad_cache_and_threshold_settings_raise_value_error(tiny_model, prompts,
 
 
 def test_cache_needs_an_llada_model(tiny_model, tiny_config, prompts):
-    with pytest.raises(ValueError, match="cache='dual' needs an LLaDAModelLM"):
+    with pytest.raises(ValueError, match="cache='dual' needs a backbone"):
         generate(Boost(tiny_model, 0, 0.0), *prompts, steps=4, gen_length=8, cache="dual")

@@ -21,6 +21,7 @@ import yaml
 from safetensors.torch import load_file
 from transformers import Trainer, modeling_utils
 
+from llada_xdlm.cli import UsageError
 from llada_xdlm.training import checkpoints, train
 from llada_xdlm.training.args import parse_recipe, recipe_changes
 from llada_xdlm.training.data import XDLMCollator
@@ -172,7 +173,7 @@ def plant_other_run(output_dir: Path) -> dict[Path, bytes]:
 def test_output_dir_holding_another_run_is_refused_and_left_untouched(tmp_path, nothing_built):
     files = plant_other_run(tmp_path / "recipe")
     recipe = write_recipe(tmp_path, save_total_limit=1)
-    with pytest.raises(FileExistsError) as error:
+    with pytest.raises(UsageError) as error:
         train.main([recipe])
     message = str(error.value)
     assert str(tmp_path / "recipe") in message
@@ -365,17 +366,14 @@ def test_pretokenized_folder_holds_the_blocks_the_recipe_would_train_on(tmp_path
 
 def test_missing_pretokenized_folder_says_which_command_writes_it(tmp_path):
     recipe = write_recipe(tmp_path, pretokenized_dir=str(tmp_path / "absent"))
-    with pytest.raises(FileNotFoundError, match=r"run `xdlm pretokenize RECIPE.yaml` first"):
+    with pytest.raises(UsageError, match=r"run `xdlm pretokenize RECIPE.yaml` first"):
         train.main([recipe])
 
 
 # ---- one run per output_dir: a lock held for the run's life ---------------------------------------------------------
 
-# checkpoints.py loaded on its own: importing the package would cost the other process seconds.
-HOLD_LOCK = ("import importlib.util, sys\n"
-             f"spec = importlib.util.spec_from_file_location('checkpoints', {checkpoints.__file__!r})\n"
-             "module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module)\n"
-             "with module.run_lock(sys.argv[1]):\n    print('locked', flush=True)\n    sys.stdin.read()")
+HOLD_LOCK = ("import sys\nfrom llada_xdlm.training.checkpoints import run_lock\n"
+             "with run_lock(sys.argv[1]):\n    print('locked', flush=True)\n    sys.stdin.read()")
 
 
 def lock_holder(output_dir: Path) -> subprocess.Popen:
@@ -589,7 +587,7 @@ def test_a_save_that_dies_while_writing_its_manifest_leaves_no_checkpoint_folder
 def test_resuming_another_runs_checkpoint_into_a_third_runs_folder_is_refused(finished_run, tmp_path, nothing_built):
     files = plant_other_run(tmp_path / "third")
     recipe = write_recipe(tmp_path, "third", **SAVING)
-    with pytest.raises(FileExistsError, match=rf"output_dir '{tmp_path / 'third'}' already holds another run's files"):
+    with pytest.raises(UsageError, match=rf"output_dir '{tmp_path / 'third'}' already holds another run's files"):
         train.main([recipe, "--resume_from_checkpoint", str(finished_run / "checkpoint-2")])
     assert all(path.read_bytes() == content for path, content in files.items())
 

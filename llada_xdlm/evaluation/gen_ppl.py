@@ -16,7 +16,7 @@ import math
 
 import torch
 
-from ..modeling import LLaDAModelLM
+from ..modeling import is_backbone
 from ..sampling import SamplerConfig, generate
 
 
@@ -71,7 +71,7 @@ def gen_ppl(evaluator, tokenizer, texts: list[str], *, batch_size: int = 8, max_
     for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]:
         ids = ([bos] if bos is not None else []) + ids
         rows.append(ids[:max_length])
-    causal = {"is_causal": True} if isinstance(evaluator, LLaDAModelLM) else {}
+    causal = {"is_causal": True} if is_backbone(evaluator) else {}
     total_nll, total_tokens = 0.0, 0
     for start in range(0, len(rows), batch_size):
         batch = [r for r in rows[start : start + batch_size] if len(r) >= 2]
@@ -114,7 +114,7 @@ def measure(model, tokenizer, evaluator, evaluator_tokenizer, *, steps_list, num
 def main(argv: list[str] | None = None, prog: str | None = None) -> list[dict]:
     """`xdlm gen-ppl`: Gen-PPL and entropy of a checkpoint's samples, one line per number of steps."""
     from .. import cli
-    from ..checkpoint import load_checkpoint
+    from ..checkpoint import load_checkpoint, resolve_model_path
 
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="diffusion checkpoint directory (model + tokenizer)")
@@ -131,8 +131,9 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> list[dict]:
     if args.sampler == "ancestral" and args.temperature != 1.0:
         parser.error("--temperature applies to --sampler remask; the ancestral sampler takes --top_p.")
 
+    evaluator_path = resolve_model_path(args.evaluator)  # before the model loads: a missing folder fails at once
     model, tokenizer = load_checkpoint(args.model, args.device)
-    evaluator, evaluator_tokenizer = load_evaluator(args.evaluator, args.device)
+    evaluator, evaluator_tokenizer = load_evaluator(evaluator_path, args.device)
     results = measure(model, tokenizer, evaluator, evaluator_tokenizer, steps_list=args.steps,
                       num_samples=args.num_samples, length=args.length, sampler=args.sampler,
                       batch_size=args.batch_size, seed=args.seed, k1=args.k1, temperature=args.temperature,

@@ -27,7 +27,8 @@ from lm_eval.api.model import LM
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window, simple_parse_args_string
 from tqdm import tqdm
 
-from llada_xdlm.checkpoint import trained_setting
+from llada_xdlm.checkpoint import resolve_model_path, trained_setting
+from llada_xdlm.cli import UsageError
 from llada_xdlm.evaluation.likelihood import ESTIMATORS, nelbo_samples
 from llada_xdlm.sampling import SamplerConfig, checkpoint_sampler, generate, truncate_at_stop
 
@@ -60,7 +61,8 @@ class XDLMEvalLM(LM):
         (the XDLM authors' harness: prompt tokenized with the tokenizer's special tokens, the whole generated span
         decoded with special tokens skipped (text after an EOS kept), cut at the first stop string, no prompt
         truncation, refine_budget "block" unless given); sampler_settings: any SamplerConfig field (steps,
-        gen_length, block_length, k1, refine_budget, temperature, remasking, cfg_scale (generation only), ...),
+        gen_length, block_length, k1, refine_budget, temperature, remasking, cfg_scale (generation only), compat
+        ("xdlm-authors": the authors' sampler, docs/evaluation.md), ...),
         each defaulting to the checkpoint's (config.json `sampling`, config.k1), else gen_length 256 and
         SamplerConfig's; mc_num: samples per loglikelihood; likelihood: "mdlm" (LLaDA's estimator, low variance) or
         "xdlm" (the XDLM bound at k1); default "mdlm", "xdlm" for a checkpoint trained with objective udlm;
@@ -69,12 +71,14 @@ class XDLMEvalLM(LM):
         generated tokens, model forwards, seconds; one file per process under data parallelism, `.rank<r>` added)."""
         super().__init__()
         sampler_defaults = _validate(pretrained, dtype, batch_size, mode, mc_num, likelihood, max_length)
+        pretrained, peft = resolve_model_path(pretrained), peft and resolve_model_path(peft)
         from accelerate import Accelerator
         from transformers import AutoTokenizer
 
-        from llada_xdlm.modeling import LLaDAConfig, LLaDAModelLM
+        from llada_xdlm.modeling import backbone_classes
 
-        config = LLaDAConfig.from_pretrained(pretrained)  # the checkpoint's defaults, checked before the weights load
+        config_class, model_class = backbone_classes(pretrained)
+        config = config_class.from_pretrained(pretrained)  # the checkpoint's defaults, checked before the weights load
         self.sampler = checkpoint_sampler(config, defaults=sampler_defaults, **sampler_settings)
         self.estimator = likelihood or _estimator(config)
         if self.estimator == "mdlm" and self.sampler.k1 == 1:
@@ -95,7 +99,7 @@ class XDLMEvalLM(LM):
                 logger.warning("device=%s but CUDA is not available: running on CPU.", self._device)
                 self._device = torch.device("cpu")
 
-        model = LLaDAModelLM.from_pretrained(pretrained, config=config, dtype=DTYPES[dtype])
+        model = model_class.from_pretrained(pretrained, config=config, dtype=DTYPES[dtype])
         if peft is not None:
             from peft import PeftModel
 
@@ -109,7 +113,7 @@ class XDLMEvalLM(LM):
         self.mc_num = mc_num
         self.max_length = config.max_sequence_length if max_length is None else max_length
         if self.max_length <= self.sampler.gen_length:
-            raise ValueError(f"max_length={self.max_length} must exceed gen_length={self.sampler.gen_length} to "
+            raise UsageError(f"max_length={self.max_length} must exceed gen_length={self.sampler.gen_length} to "
                              f"leave room for the prompt.")
         self.mask_id = config.mask_token_id
         self.eos_id = config.eos_token_id
@@ -133,12 +137,12 @@ class XDLMEvalLM(LM):
         known |= {f.name for f in fields(SamplerConfig)}
         unknown = sorted(set(arg_dict) - known)
         if unknown:
-            raise ValueError(f"unknown model_args {unknown} for --model xdlm; valid keys: {sorted(known)}.")
+            raise UsageError(f"unknown model_args {unknown} for --model xdlm; valid keys: {sorted(known)}.")
         harness = {k: v for k, v in (additional_config or {}).items() if v is not None and k not in arg_dict}
         if isinstance(harness.get("batch_size"), str) and harness["batch_size"].isdigit():
             harness["batch_size"] = int(harness["batch_size"])  # lm-eval's --batch_size arrives as text
         if "max_batch_size" in harness:
-            raise ValueError("--max_batch_size needs --batch_size auto, which the xdlm model does not support; "
+            raise UsageError("--max_batch_size needs --batch_size auto, which the xdlm model does not support; "
                              "pass an integer batch_size.")
         return cls(**harness, **arg_dict)
 
@@ -238,7 +242,7 @@ class XDLMEvalLM(LM):
         if self.mode == "paper":
             ids = self.tokenizer(text)["input_ids"]
             if len(ids) > room:
-                raise ValueError(f"a prompt of {len(ids)} tokens plus gen_length={self.sampler.gen_length} exceeds "
+                raise UsageError(f"a prompt of {len(ids)} tokens plus gen_length={self.sampler.gen_length} exceeds "
                                  f"max_length={self.max_length}; mode=paper never truncates a prompt: raise "
                                  f"max_length (model_args max_length=...) if the model allows it.")
             return ids
@@ -293,9 +297,9 @@ class XDLMEvalLM(LM):
             context, continuation = r.args
             ctx, target = self._encode_pair(context, continuation)
             if not target:
-                raise ValueError(f"empty continuation for context {context[-50:]!r}: nothing to score.")
+                raise UsageError(f"empty continuation for context {context[-50:]!r}: nothing to score.")
             if len(target) >= self.max_length:
-                raise ValueError(f"continuation of {len(target)} tokens does not fit max_length={self.max_length}.")
+                raise UsageError(f"continuation of {len(target)} tokens does not fit max_length={self.max_length}.")
             ctx = ctx[-(self.max_length - len(target)):]
             answer = (-self._nelbo(ctx, target, context + continuation), self._is_greedy(ctx, target))
             results.append(answer)
@@ -322,25 +326,21 @@ def _validate(pretrained, dtype, batch_size, mode, mc_num, likelihood, max_lengt
 
     def positive_int(name, value):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name}={value!r} must be a positive integer.")
+            raise UsageError(f"{name}={value!r} must be a positive integer.")
 
     if not pretrained:
-        raise ValueError("model_args needs pretrained=<checkpoint folder or Hub id>, e.g. "
+        raise UsageError("model_args needs pretrained=<checkpoint folder or Hub id>, e.g. "
                          "--model_args pretrained=GSAI-ML/LLaDA-8B-Base.")
-    if _looks_local(pretrained) and not os.path.isdir(os.path.expanduser(pretrained)):
-        raise ValueError(f"pretrained={pretrained!r} looks like a local folder but does not exist; give the folder "
-                         f"holding config.json (e.g. a training run's output_dir) or a Hub id like "
-                         f"GSAI-ML/LLaDA-8B-Base.")
     if dtype not in DTYPES:
-        raise ValueError(f"dtype={dtype!r} is not one of {sorted(DTYPES)}.")
+        raise UsageError(f"dtype={dtype!r} is not one of {sorted(DTYPES)}.")
     if mode not in MODES:
-        raise ValueError(f"mode={mode!r} is not one of {MODES}.")
+        raise UsageError(f"mode={mode!r} is not one of {MODES}.")
     for name, value in [("batch_size", batch_size), ("mc_num", mc_num)]:
         positive_int(name, value)
     if max_length is not None:
         positive_int("max_length", max_length)
     if likelihood is not None and likelihood not in ESTIMATORS:
-        raise ValueError(f"likelihood={likelihood!r} is not one of {ESTIMATORS}.")
+        raise UsageError(f"likelihood={likelihood!r} is not one of {ESTIMATORS}.")
     defaults = {"gen_length": 256, **({"refine_budget": "block"} if mode == "paper" else {})}
     return defaults
 
@@ -350,8 +350,3 @@ def _estimator(model_config) -> str:
     with published LLaDA numbers) for every model that learned to fill masks, the XDLM bound at k1 = 1 for a uniform-
     noise model, which never saw a mask."""
     return "xdlm" if trained_setting(model_config, "objective") == "udlm" else "mdlm"
-
-
-def _looks_local(pretrained: str) -> bool:
-    """A path rather than a Hub id ("org/name"): absolute, relative (./, ../, ~) or with more than one '/'."""
-    return pretrained.startswith(("/", ".", "~")) or pretrained.count("/") > 1 or os.path.isdir(pretrained)

@@ -9,9 +9,11 @@ pretraining checkpoints of step 600 sampled with k1 0 and 0.1; five benchmarks (
 with their prompts and scoring (`llada_xdlm.evaluation.paper`, tasks in eval/paper/). Every cell runs the xdlm
 lm-eval model in mode "paper" in a subprocess: `accelerate launch` over all visible GPUs when there are several
 (lm-eval shards the requests), plain python otherwise. A finished cell leaves `cells/<row>/steps<S>/<task>.json`;
-a rerun skips it, so a killed grid resumes where it stopped. The table (`grid.md`) and the plot (`grid.png`) put
-the paper's published numbers beside ours where known (stars in the plot), and show MBPP's failure breakdown: per
-cell, its rows passed / wrong answer / runtime error / syntax error / timeout / empty (also in the cell's JSON).
+a rerun skips it, so a killed grid resumes where it stopped. `--compat xdlm-authors` samples with the authors'
+own sampler instead of ours (docs/evaluation.md); each cell records which, and a folder holds one. The table
+(`grid.md`) and the plot (`grid.png`) put the paper's published numbers beside ours where known (stars in the
+plot), and show MBPP's failure breakdown: per cell, its rows passed / wrong answer / runtime error / syntax error /
+timeout / empty (also in the cell's JSON).
 """
 
 import argparse
@@ -24,6 +26,7 @@ import sys
 import time
 from dataclasses import dataclass
 
+from ..cli import UsageError
 from .paper import CODE_OUTCOMES
 
 PAPER_STEPS = (32, 64, 128, 256)
@@ -77,7 +80,7 @@ def parse_row(spec: str) -> GridRow:
     """`NAME=PATH` or `NAME=PATH:K1` (k1 defaults to 0.1 for names containing "xdlm", else 0)."""
     name, sep, rest = spec.partition("=")
     if not sep or not name or not rest:
-        raise ValueError(f"--model {spec!r}: write NAME=CHECKPOINT or NAME=CHECKPOINT:K1, e.g. "
+        raise UsageError(f"--model {spec!r}: write NAME=CHECKPOINT or NAME=CHECKPOINT:K1, e.g. "
                          f"xdlm-cpt-600=outputs/llada-xdlm/checkpoint-600:0.1.")
     path, sep, k1 = rest.rpartition(":")
     if not sep or not _is_number(k1):
@@ -164,8 +167,11 @@ def read_speed(run_dir: str) -> dict[str, float]:
 
 def run_grid(rows: list[GridRow], steps_list, tasks, output: str, model_args: dict | None = None,
              include_paths=(EVAL_TASKS_DIR,), launcher: list[str] | None = None, limit: float | None = None) -> dict:
-    """Run every missing cell; return collect()'s cell records over all finished cells."""
+    """Run every missing cell; return collect()'s cell records over all finished cells. Each cell records the
+    sampler's `compat` (model_args, default "none"); finished cells sampled with another are refused up front."""
     launcher = launcher or default_launcher()
+    compat = (model_args or {}).get("compat", "none")
+    _refuse_other_compat(output, rows, steps_list, tasks, compat)
     env = {**os.environ, "HF_ALLOW_CODE_EVAL": "1"}  # MBPP / HumanEval run generated programs in the sandbox
     for row in rows:
         for steps in steps_list:
@@ -184,7 +190,7 @@ def run_grid(rows: list[GridRow], steps_list, tasks, output: str, model_args: di
                 path = cell_path(output, row, steps, task)
                 os.makedirs(os.path.dirname(path), exist_ok=True)
                 record = {"row": row.name, "pretrained": row.pretrained, "k1": row.k1, "steps": steps,
-                          "task": task, "score": score, "seconds": seconds, "tasks_in_run": missing,
+                          "compat": compat, "task": task, "score": score, "seconds": seconds, "tasks_in_run": missing,
                           "run_dir": run_dir, **speed}
                 if task in outcomes:
                     record["outcomes"] = outcomes[task]
@@ -192,6 +198,22 @@ def run_grid(rows: list[GridRow], steps_list, tasks, output: str, model_args: di
                     json.dump(record, f, indent=1)
                 os.replace(path + ".tmp", path)  # a cell exists only once complete
     return collect(output, rows, steps_list, tasks)
+
+
+def _refuse_other_compat(output: str, rows, steps_list, tasks, compat: str) -> None:
+    """A grid folder holds one sampler: a finished cell sampled with another compat (none when unrecorded) would
+    be reused, so it is an error."""
+    for row in rows:
+        for steps in steps_list:
+            for task in tasks:
+                path = cell_path(output, row, steps, task)
+                if not os.path.exists(path):
+                    continue
+                with open(path, encoding="utf-8") as f:
+                    theirs = json.load(f).get("compat", "none")
+                if theirs != compat:
+                    raise UsageError(f"{path} was sampled with compat={theirs}, this grid asks for compat={compat}; "
+                                     f"write to another --output (or delete that folder's cells).")
 
 
 def default_launcher() -> list[str]:
@@ -333,6 +355,8 @@ def plot(scores: dict, outcomes: dict, rows, steps_list, tasks, path: str) -> No
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     """`xdlm paper-grid`: run the missing cells, then write grid.md and grid.png."""
+    from llada_xdlm.sampling import COMPATS
+
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", required=True, help="folder for cells, lm-eval runs, grid.md and grid.png")
@@ -349,6 +373,9 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     parser.add_argument("--launcher", help="command that runs `-m llada_xdlm.eval ...` (default: accelerate over "
                                            "all GPUs when there are several, else python)")
     parser.add_argument("--limit", type=float, help="lm-eval --limit: rows per task (a smoke run)")
+    parser.add_argument("--compat", choices=COMPATS, default="none",
+                        help="the sampler: none (ours, default) or xdlm-authors (the authors' sampler token for "
+                             "token, quirks included: docs/evaluation.md); recorded in every cell")
     args = parser.parse_args(argv)
 
     rows = [parse_row(spec) for spec in args.model] or default_rows(args.mdlm, args.xdlm)
@@ -356,7 +383,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
         parser.error("two --model rows share a name; give each its own.")
     from lm_eval.utils import simple_parse_args_string
 
-    model_args = simple_parse_args_string(args.model_args) if args.model_args else {}
+    model_args = {"compat": args.compat, **(simple_parse_args_string(args.model_args) if args.model_args else {})}
     launcher = shlex.split(args.launcher) if args.launcher else None
     cells = run_grid(rows, args.steps, args.tasks, args.output, model_args,
                      [EVAL_TASKS_DIR, *args.include_path], launcher, args.limit)

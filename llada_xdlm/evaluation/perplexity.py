@@ -17,6 +17,7 @@ The noise is drawn from one generator seeded by `--seed`, so a rerun gives the s
 import argparse
 import json
 import math
+from collections.abc import Iterable, Sequence
 
 import torch
 
@@ -83,6 +84,17 @@ def text_blocks(texts: list[str], tokenizer, block_size: int, max_blocks: int | 
         raise ValueError(f"the corpus has fewer tokens than one block of {block_size}; lower --block_size or add "
                          "text.")
     return torch.tensor(blocks)
+
+
+def unigram_ppl(train_ids: Iterable[Sequence[int]], blocks: torch.Tensor, vocab_size: int) -> float:
+    """Perplexity of the context-free baseline on `blocks` [N, L]: every token scored by its add-one smoothed
+    frequency among the training tokens (`train_ids`: rows of ids, packed as for training). A model whose PPL bound
+    is near it has learnt nothing beyond these frequencies."""
+    counts = torch.zeros(vocab_size, dtype=torch.float64)
+    for ids in train_ids:
+        counts += torch.bincount(torch.as_tensor(ids), minlength=vocab_size)
+    log_p = (counts + 1).log() - (counts.sum() + vocab_size).log()
+    return math.exp(-log_p[blocks.flatten()].mean().item())
 
 
 def ppl_bound(model, blocks: torch.Tensor, *, mc_num: int = 16, seed: int = 0, k1: float | None = None,

@@ -48,6 +48,28 @@ FIXED_OFFICIAL_KEYS = ["alibi", "attention_dropout", "attention_layer_norm", "bi
                        "embedding_dropout", "include_qkv_bias", "layer_norm_with_affine", "residual_dropout"]
 
 
+def check_training_record(objective, k1, schedule, eps, antithetic, sampling) -> None:
+    """Refuse training settings no objective here produces (the keys every backbone's config records, written by
+    `xdlm train` and read back by sampling and evaluation)."""
+    if not 0.0 <= k1 <= 1.0:
+        raise ValueError(f"k1={k1} must lie in [0, 1] (0 = MDLM masking, 1 = uniform noise).")
+    if objective is not None and objective not in OBJECTIVES:
+        raise ValueError(f"objective={objective!r} is not one of {OBJECTIVES}.")
+    fixed_k1 = {"mdlm": 0.0, "udlm": 1.0}.get(objective)
+    if fixed_k1 is not None and k1 != fixed_k1:
+        raise ValueError(f"objective={objective!r} trains with k1={fixed_k1}, but k1={k1}; set k1={fixed_k1} or "
+                         f"objective='xdlm'.")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule={schedule!r} is not one of {SCHEDULES}.")
+    if not 0.0 <= eps < 1.0:
+        raise ValueError(f"eps={eps} must lie in [0, 1) (training draws t from [eps, 1)).")
+    if not isinstance(antithetic, bool):
+        raise ValueError(f"antithetic={antithetic!r} must be true or false.")
+    if sampling is not None and not isinstance(sampling, dict):
+        raise ValueError(f"sampling={sampling!r} must be a mapping of sampler settings, e.g. "
+                         f"{{'steps': 32, 'gen_length': 64}}.")
+
+
 class LLaDAConfig(PreTrainedConfig):
     model_type = "llada"
     keys_to_ignore_at_inference = ["past_key_values"]
@@ -96,6 +118,11 @@ class LLaDAConfig(PreTrainedConfig):
         use_cache: bool = False,
         **kwargs,
     ):
+        if "num_experts" in kwargs:  # LLaDA-MoE's official config.json also names its model_type "llada"
+            raise ValueError(
+                "This config describes LLaDA-MoE (it has num_experts), not LLaDA-8B: load it with LLaDAMoEConfig / "
+                "LLaDAMoEModelLM, or llada_xdlm.modeling.load_config(path), which picks the class from config.json."
+            )
         if n_kv_heads is None:  # OLMo convention: null means plain multi-head attention
             n_kv_heads = n_heads
         if embedding_size is None:
@@ -115,25 +142,7 @@ class LLaDAConfig(PreTrainedConfig):
                 f"embedding_size={embedding_size} is smaller than vocab_size={vocab_size}; the embedding must have "
                 f"a row for every token id (set embedding_size >= vocab_size)."
             )
-        # ---- how the model was trained, and its sampler defaults
-        if not 0.0 <= k1 <= 1.0:
-            raise ValueError(f"k1={k1} must lie in [0, 1] (0 = MDLM masking, 1 = uniform noise).")
-        if objective is not None and objective not in OBJECTIVES:
-            raise ValueError(f"objective={objective!r} is not one of {OBJECTIVES}.")
-        fixed_k1 = {"mdlm": 0.0, "udlm": 1.0}.get(objective)
-        if fixed_k1 is not None and k1 != fixed_k1:
-            raise ValueError(f"objective={objective!r} trains with k1={fixed_k1}, but k1={k1}; set k1={fixed_k1} or "
-                             f"objective='xdlm'.")
-        if schedule not in SCHEDULES:
-            raise ValueError(f"schedule={schedule!r} is not one of {SCHEDULES}.")
-        if not 0.0 <= eps < 1.0:
-            raise ValueError(f"eps={eps} must lie in [0, 1) (training draws t from [eps, 1)).")
-        if not isinstance(antithetic, bool):
-            raise ValueError(f"antithetic={antithetic!r} must be true or false.")
-        if sampling is not None and not isinstance(sampling, dict):
-            raise ValueError(f"sampling={sampling!r} must be a mapping of sampler settings, e.g. "
-                             f"{{'steps': 32, 'gen_length': 64}}.")
-        # ----
+        check_training_record(objective, k1, schedule, eps, antithetic, sampling)
         # Options of the OLMo code base that LLaDA-8B does not use; refuse rather than build a different model.
         unsupported = {
             "activation_type": (activation_type, "silu"),

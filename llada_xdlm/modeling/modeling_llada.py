@@ -121,6 +121,103 @@ def eager_attention_forward(
     return out, weights
 
 
+def span_attention_mask(
+    attn_implementation: str | None,
+    attention_mask: torch.Tensor | None,
+    L: int,
+    is_causal: bool,
+    device: torch.device,
+    cache_start: int,
+) -> torch.Tensor | None:
+    """The mask in the form the attention implementation expects, for L queries at cache_start.. against the keys
+    of attention_mask [B, Lk]: flash-attn takes the 2D padding mask and its own causal flag; sdpa and eager take a
+    boolean [B, 1, 1 | L, Lk] (True = attend), or None when nothing is masked (sdpa's fast path)."""
+    if "flash" in (attn_implementation or ""):
+        if attention_mask is not None and attention_mask.shape[1] != L and not torch.equal(
+            attention_mask[:, -L:], attention_mask[:, cache_start : cache_start + L]
+        ):
+            raise ValueError(
+                "flash-attn reads the queries' padding from the last columns of attention_mask, but this span "
+                "of the cache is padded differently; run it with attn_implementation='sdpa'."
+            )
+        return attention_mask
+    mask = None
+    if attention_mask is not None:
+        mask = attention_mask.bool()[:, None, None, :]  # [B, 1, 1, Lk]: padded keys are never attended
+    if is_causal:
+        causal = torch.ones(L, L, dtype=torch.bool, device=device).tril()[None, None]  # [1, 1, L, L]
+        mask = causal if mask is None else mask & causal
+    return mask
+
+
+def cache_span(
+    past_key_values: KVCache | None,
+    cache_position: torch.Tensor | None,
+    B: int,
+    L: int,
+    n_layers: int,
+    max_sequence_length: int,
+) -> tuple[int, int]:
+    """(start, key length): the input's first position and the number of keys it attends to, after checking that
+    past_key_values and cache_position describe a consecutive span inside the cache or right after it."""
+    T = 0
+    if past_key_values is not None:
+        if len(past_key_values) != n_layers or past_key_values[0][0].shape[0] != B:
+            raise ValueError(
+                f"past_key_values must hold (keys, values) for each of the {n_layers} layers with batch size {B}, "
+                f"as a forward with use_cache=True returns them."
+            )
+        T = past_key_values[0][0].shape[2]
+    start = T if cache_position is None or not cache_position.numel() else int(cache_position.flatten()[0])
+    if cache_position is not None:
+        if cache_position.shape != (L,) or not torch.equal(
+            cache_position, torch.arange(start, start + L, device=cache_position.device)
+        ):
+            raise ValueError(
+                f"cache_position must be the {L} consecutive positions of input_ids, e.g. "
+                f"torch.arange(start, start + {L}); got {cache_position.tolist()}."
+            )
+    if past_key_values is not None and not (start == T or start + L <= T):
+        raise ValueError(
+            f"input_ids at positions [{start}, {start + L}) must lie inside the cache of {T} positions or start "
+            f"where it ends (cache_position={T}..)."
+        )
+    if start + L > max_sequence_length:
+        raise ValueError(
+            f"sequence length {start + L} exceeds max_sequence_length={max_sequence_length}; shorten the input or "
+            f"raise max_sequence_length in the config."
+        )
+    return start, max(T, start + L)
+
+
+def check_input_ids(input_ids: torch.Tensor, logits_to_keep: int | slice | torch.Tensor, embedding_size: int):
+    """Refuse input ids the model cannot score and a negative logits_to_keep, naming the fix."""
+    if input_ids.dim() != 2:
+        raise ValueError(f"input_ids must be [batch, length], got shape {tuple(input_ids.shape)}.")
+    V = embedding_size
+    if input_ids.numel() and bool(((input_ids < 0) | (input_ids >= V)).any()):
+        bad = input_ids[(input_ids < 0) | (input_ids >= V)][0].item()
+        raise ValueError(
+            f"input_ids contains token id {bad}, outside [0, {V}) (the model's embedding_size); check that the "
+            f"tokenizer matches the model, or resize the embeddings with model.resize_token_embeddings()."
+        )
+    if isinstance(logits_to_keep, int) and logits_to_keep < 0:
+        raise ValueError(f"logits_to_keep={logits_to_keep} must be >= 0 (0 = all positions, n = the last n).")
+
+
+def padding_mask(attention_mask: torch.Tensor | None, B: int, key_length: int, cached: bool) -> torch.Tensor | None:
+    """attention_mask [B, key_length] checked, or None when nothing is padded (the faster unmasked attention)."""
+    if attention_mask is None:
+        return None
+    if attention_mask.shape != (B, key_length):
+        keys = "the keys (cache and input) need" if cached else "input_ids has"
+        raise ValueError(
+            f"attention_mask has shape {tuple(attention_mask.shape)} but {keys} {(B, key_length)}; "
+            f"pass a 2D mask [batch, length] with 1 for real tokens and 0 for padding."
+        )
+    return None if bool(attention_mask.all()) else attention_mask
+
+
 class LLaDABlock(GradientCheckpointingLayer):
     """Pre-norm Llama block: h = x + attn_out(attn(attn_norm(x))); out = h + ff_out(silu(ff_proj(m)) * up_proj(m))."""
 
@@ -256,63 +353,6 @@ class LLaDAModelLM(LLaDAPreTrainedModel):
             self.config.auto_map = auto_map
         return super().save_pretrained(save_directory, *args, **kwargs)
 
-    def _attention_mask(
-        self, attention_mask: torch.Tensor | None, L: int, is_causal: bool, device: torch.device, cache_start: int
-    ) -> torch.Tensor | None:
-        """The mask in the form the attention implementation expects, for L queries at cache_start.. against the
-        keys of attention_mask [B, Lk]: flash-attn takes the 2D padding mask and its own causal flag; sdpa and eager
-        take a boolean [B, 1, 1 | L, Lk] (True = attend), or None when nothing is masked (sdpa's fast path)."""
-        if "flash" in (self.config._attn_implementation or ""):
-            if attention_mask is not None and attention_mask.shape[1] != L and not torch.equal(
-                attention_mask[:, -L:], attention_mask[:, cache_start : cache_start + L]
-            ):
-                raise ValueError(
-                    "flash-attn reads the queries' padding from the last columns of attention_mask, but this span "
-                    "of the cache is padded differently; run it with attn_implementation='sdpa'."
-                )
-            return attention_mask
-        mask = None
-        if attention_mask is not None:
-            mask = attention_mask.bool()[:, None, None, :]  # [B, 1, 1, Lk]: padded keys are never attended
-        if is_causal:
-            causal = torch.ones(L, L, dtype=torch.bool, device=device).tril()[None, None]  # [1, 1, L, L]
-            mask = causal if mask is None else mask & causal
-        return mask
-
-    def _cache_span(
-        self, past_key_values: KVCache | None, cache_position: torch.Tensor | None, B: int, L: int
-    ) -> tuple[int, int]:
-        """(start, key length): the input's first position and the number of keys it attends to, after checking
-        that past_key_values and cache_position describe a consecutive span inside the cache or right after it."""
-        T = 0
-        if past_key_values is not None:
-            if len(past_key_values) != self.config.n_layers or past_key_values[0][0].shape[0] != B:
-                raise ValueError(
-                    f"past_key_values must hold (keys, values) for each of the {self.config.n_layers} layers with "
-                    f"batch size {B}, as a forward with use_cache=True returns them."
-                )
-            T = past_key_values[0][0].shape[2]
-        start = T if cache_position is None or not cache_position.numel() else int(cache_position.flatten()[0])
-        if cache_position is not None:
-            if cache_position.shape != (L,) or not torch.equal(
-                cache_position, torch.arange(start, start + L, device=cache_position.device)
-            ):
-                raise ValueError(
-                    f"cache_position must be the {L} consecutive positions of input_ids, e.g. "
-                    f"torch.arange(start, start + {L}); got {cache_position.tolist()}."
-                )
-        if past_key_values is not None and not (start == T or start + L <= T):
-            raise ValueError(
-                f"input_ids at positions [{start}, {start + L}) must lie inside the cache of {T} positions or start "
-                f"where it ends (cache_position={T}..)."
-            )
-        if start + L > self.config.max_sequence_length:
-            raise ValueError(
-                f"sequence length {start + L} exceeds max_sequence_length={self.config.max_sequence_length}; "
-                f"shorten the input or raise max_sequence_length in the config."
-            )
-        return start, max(T, start + L)
-
     def forward(
         self,
         input_ids: torch.LongTensor,
@@ -347,38 +387,21 @@ class LLaDAModelLM(LLaDAPreTrainedModel):
                 "argument). Pass attention_mask [batch, length] to mask padding, or is_causal=True for causal "
                 "attention."
             )
-        if input_ids.dim() != 2:
-            raise ValueError(f"input_ids must be [batch, length], got shape {tuple(input_ids.shape)}.")
-        V = self.config.embedding_size
-        if input_ids.numel() and bool(((input_ids < 0) | (input_ids >= V)).any()):
-            bad = input_ids[(input_ids < 0) | (input_ids >= V)][0].item()
-            raise ValueError(
-                f"input_ids contains token id {bad}, outside [0, {V}) (the model's embedding_size); check that the "
-                f"tokenizer matches the model, or resize the embeddings with model.resize_token_embeddings()."
-            )
+        check_input_ids(input_ids, logits_to_keep, self.config.embedding_size)
         if is_causal and past_key_values is not None:
             raise ValueError("is_causal=True cannot be combined with past_key_values: the cache serves bidirectional "
                              "(diffusion) decoding.")
-        if isinstance(logits_to_keep, int) and logits_to_keep < 0:
-            raise ValueError(f"logits_to_keep={logits_to_keep} must be >= 0 (0 = all positions, n = the last n).")
         B, L = input_ids.shape
-        start, key_length = self._cache_span(past_key_values, cache_position, B, L)
-        if attention_mask is not None:
-            if attention_mask.shape != (B, key_length):
-                keys = "input_ids has" if past_key_values is None else "the keys (cache and input) need"
-                raise ValueError(
-                    f"attention_mask has shape {tuple(attention_mask.shape)} but {keys} {(B, key_length)}; "
-                    f"pass a 2D mask [batch, length] with 1 for real tokens and 0 for padding."
-                )
-            if bool(attention_mask.all()):
-                attention_mask = None  # nothing is padded: take the unmasked (faster) attention path
+        n_layers, max_length = self.config.n_layers, self.config.max_sequence_length
+        start, key_length = cache_span(past_key_values, cache_position, B, L, n_layers, max_length)
+        attention_mask = padding_mask(attention_mask, B, key_length, past_key_values is not None)
         use_cache = self.config.use_cache if use_cache is None else use_cache
 
         t = self.model.transformer
         x = t.wte(input_ids)  # [B, L, D]
         positions = torch.arange(start, start + L, device=x.device)
         cos, sin = rotary_cos_sin(positions, self.config.head_dim, self.config.rope_theta)
-        mask = self._attention_mask(attention_mask, L, is_causal, x.device, start)
+        mask = span_attention_mask(self.config._attn_implementation, attention_mask, L, is_causal, x.device, start)
 
         hidden_states = () if output_hidden_states else None
         presents = () if use_cache else None

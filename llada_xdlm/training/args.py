@@ -5,7 +5,7 @@ uses it as the defaults of an `HfArgumentParser` and lets the remaining command-
 
 Every value is checked before anything is built: its type against the dataclass field's annotation (YAML values;
 argparse converts command-line ones), its range against `LIMITS`, and the run length; errors name the key and the
-recipe file.
+recipe file. They are UsageErrors: `xdlm train` prints them as one line.
 """
 
 import itertools
@@ -17,6 +17,8 @@ from enum import Enum
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
+
+from ..cli import UsageError
 
 RECIPE_FILE = "recipe.yaml"  # the recipe a run used, saved beside its model and in every checkpoint
 LAUNCHER_KEY = "accelerate_config"  # the launcher a recipe names: `xdlm train`'s business, not the run's
@@ -202,11 +204,11 @@ class ModelArguments:
         if isinstance(self.model_config, str):
             self.model_config = yaml.safe_load(self.model_config)
         if self.model_config is not None and not isinstance(self.model_config, dict):
-            raise TypeError(f"model_config must be a mapping of LLaDAConfig keys, got {self.model_config!r}")
+            raise ValueError(f"model_config must be a mapping of LLaDAConfig keys, got {self.model_config!r}")
         if isinstance(self.tokenizer_kwargs, str):
             self.tokenizer_kwargs = yaml.safe_load(self.tokenizer_kwargs)
         if self.tokenizer_kwargs is not None and not isinstance(self.tokenizer_kwargs, dict):
-            raise TypeError(f"tokenizer_kwargs must be a mapping of from_pretrained kwargs, got {self.tokenizer_kwargs!r}")
+            raise ValueError(f"tokenizer_kwargs must be a mapping of from_pretrained kwargs, got {self.tokenizer_kwargs!r}")
         if self.model_name_or_path is None and self.model_config is None:
             raise ValueError("Set model_name_or_path (a checkpoint) or model_config (keys of a fresh LLaDAConfig).")
         if self.model_name_or_path is not None and self.model_config is not None:
@@ -356,9 +358,27 @@ RESUME_MAY_CHANGE = frozenset({
 })
 
 
+def read_yaml(path: str) -> dict:
+    """The `key: value` mapping a YAML file (a recipe, an accelerate config) holds; {} when it is empty. Invalid YAML,
+    or a list or a single value at the top, is a UsageError naming the file."""
+    try:
+        with open(path, "rb") as f:  # bytes: the YAML reader names an undecodable byte and where it is
+            content = yaml.safe_load(f)
+    except yaml.YAMLError as error:
+        raise UsageError(f"{path} is not valid YAML: {' '.join(str(error).split())}") from error
+    if content is None:
+        return {}
+    if not isinstance(content, dict):
+        held = "a list" if isinstance(content, list) else f"the single value {content!r}"
+        raise UsageError(f"{path} holds {held}, not `key: value` lines: write it as a YAML mapping, one key per "
+                         f"line, e.g. `learning_rate: 3.0e-4`.")
+    return content
+
+
+
 def parse_recipe(argv: list[str]):
     """(ModelArguments, DataArguments, DiffusionArguments, XDLMTrainingArguments) from `RECIPE.yaml [--key value
-    ...]`. Raises ValueError naming the key and the recipe for a value of the wrong type or out of range."""
+    ...]`. Raises UsageError naming the key and the recipe for a value of the wrong type or out of range."""
     return read_recipe(argv)[0]
 
 
@@ -368,30 +388,33 @@ def read_recipe(argv: list[str]) -> tuple[tuple, dict]:
     in every checkpoint, so `xdlm train <folder>/recipe.yaml` repeats the run and the model card can say how the
     model was made."""
     if not argv or not argv[0].endswith((".yaml", ".yml")):
-        raise ValueError(f"Usage: xdlm-train RECIPE.yaml [--key value ...]; got {argv!r}")
+        raise UsageError(f"Usage: xdlm-train RECIPE.yaml [--key value ...]; got {argv!r}")
     if not os.path.isfile(argv[0]):
-        raise FileNotFoundError(f"Recipe {argv[0]!r} does not exist.")
-    with open(argv[0]) as f:
-        recipe = yaml.safe_load(f) or {}
+        raise UsageError(f"Recipe {argv[0]!r} does not exist.")
+    recipe = read_yaml(argv[0])
     as_run = dict(recipe)
     # The launcher a recipe names is `xdlm train`'s business (llada_xdlm.launch); the training run itself ignores it,
     # so the same recipe also works after `accelerate launch -m llada_xdlm.train`.
     launcher = recipe.pop(LAUNCHER_KEY, None)
     if launcher is not None and not isinstance(launcher, str):
-        raise ValueError(f"Recipe {argv[0]!r}: accelerate_config={launcher!r} must be the path of an accelerate "
+        raise UsageError(f"Recipe {argv[0]!r}: accelerate_config={launcher!r} must be the path of an accelerate "
                          f"config file, e.g. recipes/accelerate/deepspeed_zero3.yaml.")
     parser = recipe_parser()
     groups = parser.dataclass_types
     hints = {f.name: get_type_hints(g)[f.name] for g in groups for f in fields(g) if f.init} | RECIPE_TYPES
     unknown = sorted(set(recipe) - set(hints))
     if unknown:
-        raise ValueError(f"Recipe {argv[0]!r} has unknown keys {unknown}: check their spelling (docs/training.md).")
+        raise UsageError(f"Recipe {argv[0]!r} has unknown keys {unknown}: check their spelling (docs/training.md).")
     try:
         for key, value in recipe.items():  # before argparse, which would pass typed values through unchecked
             check_type(key, value, hints[key])
         # YAML values become the parser's defaults; strings ("3e-4") and command-line values are converted by it.
         parser.set_defaults(**recipe)
-        values = vars(parser.parse_args(argv[1:]))
+        namespace, unknown = parser.parse_known_args(argv[1:])
+        if unknown:
+            raise ValueError(f"unknown options {' '.join(unknown)}: check their spelling (`xdlm train --help` lists "
+                             f"every key).")
+        values = vars(namespace)
         resume = values["resume_from_checkpoint"]
         if isinstance(resume, str) and resume.lower() in ("true", "false"):
             values["resume_from_checkpoint"] = resume.lower() == "true"  # `--resume_from_checkpoint true`
@@ -403,17 +426,23 @@ def read_recipe(argv: list[str]) -> tuple[tuple, dict]:
             if value != without_flags[key] and key != "resume_from_checkpoint":  # resuming is not part of the recipe
                 as_run[key] = value.value if isinstance(value, Enum) else value
         return tuple(g(**{f.name: values[f.name] for f in fields(g) if f.init}) for g in groups), as_run
-    except (ValueError, TypeError) as error:
-        raise ValueError(f"Recipe {argv[0]!r}: {error}") from error
+    except ValueError as error:  # ours, argparse's and TrainingArguments' checks of a value (e.g. bf16 without a GPU)
+        raise UsageError(f"Recipe {argv[0]!r}: {error}") from error
 
 
 def recipe_parser():
-    """An HfArgumentParser over the four argument groups (a recipe's values become its defaults)."""
+    """An HfArgumentParser over the four argument groups (a recipe's values become its defaults) whose errors (a
+    malformed or ambiguous flag) raise ValueError instead of printing its usage screen, hundreds of lines long, and
+    exiting."""
     from transformers import HfArgumentParser
 
     from .training_args import XDLMTrainingArguments
 
-    return HfArgumentParser((ModelArguments, DataArguments, DiffusionArguments, XDLMTrainingArguments))
+    class RecipeParser(HfArgumentParser):
+        def error(self, message):
+            raise ValueError(message)
+
+    return RecipeParser((ModelArguments, DataArguments, DiffusionArguments, XDLMTrainingArguments))
 
 
 def resolved_recipe(recipe: dict) -> dict:

@@ -25,6 +25,8 @@ from contextlib import contextmanager
 
 import xxhash
 
+from ..cli import UsageError
+
 logger = logging.getLogger("llada_xdlm.train")
 
 MANIFEST = "manifest.json"
@@ -39,11 +41,11 @@ LOCK_FILE = ".run.lock"  # in output_dir while a run trains into it: the holder'
 LOW_SPACE = 64 << 20  # bytes: a write that fails with less free space than this ran out of it
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UsageError):
     """A checkpoint is incomplete or does not match its manifest."""
 
 
-class OutputDirInUse(RuntimeError):
+class OutputDirInUse(UsageError):
     """Another live run holds output_dir's lock."""
 
 
@@ -169,7 +171,7 @@ def resolve_resume(resume: bool | str | None, output_dir: str) -> str | None:
     if resume is True:
         return newest_complete_checkpoint(output_dir)
     if not os.path.isdir(resume):
-        raise FileNotFoundError(f"resume_from_checkpoint={resume!r} is not a directory.")
+        raise UsageError(f"resume_from_checkpoint={resume!r} is not a directory.")
     verify_checkpoint(resume)
     logger.info("Resume: took %s (verified against its manifest)", resume)
     return resume
@@ -197,7 +199,7 @@ def check_output_dir(output_dir: str, resume: bool | str | None, overwrite: bool
         logger.warning("overwrite_output_dir: replacing the run in %s (deleted its checkpoints %s)", output_dir, old)
         return
     shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
-    raise FileExistsError(
+    raise UsageError(
         f"output_dir {output_dir!r} already holds another run's files ({shown}): training would replace them. "
         "Set resume_from_checkpoint: true to continue that run, or overwrite_output_dir: true to replace it "
         "(or choose another output_dir)."

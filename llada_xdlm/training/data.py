@@ -4,8 +4,12 @@ build prompt/response examples (SFT), and collate.
 Every example has `input_ids`; SFT examples also carry `labels` with -100 on the prompt (never noised, never
 counted). Packing runs batch-wise inside `Dataset.map` / `IterableDataset.map`, so a large corpus is processed
 lazily (streaming) or through the on-disk Arrow cache, never materialised in RAM.
+
+Bad data (a missing file, bytes that are not UTF-8, nothing but blank lines, a missing column, the mask token in
+the text) is a UsageError raised before training starts: `xdlm train` prints it as one line.
 """
 
+import glob
 import logging
 import os
 from dataclasses import dataclass
@@ -14,12 +18,53 @@ import numpy as np
 import torch
 from datasets import Dataset, IterableDataset, load_dataset
 
+from ..cli import UsageError
 from .args import DataArguments
 
 BUILDERS = {"json": "json", "jsonl": "json", "txt": "text", "text": "text", "parquet": "parquet", "csv": "csv"}
+TEXT_BUILDERS = ("json", "text", "csv")  # their files are read as UTF-8 text
+READ_CHUNK = 16 << 20  # bytes of a text file decoded at once (plus the rest of its last line)
 MAP_BATCH = 1000  # documents packed together; the remainder (< block_size tokens) of each batch is dropped
 
 logger = logging.getLogger("llada_xdlm.train")
+
+
+def holds_text(path: str) -> bool:
+    """Whether a text data file has a line that is not blank. Every byte is decoded: one that is not UTF-8 is a
+    UsageError naming the file and the line (the `datasets` builders would fail on it without saying where)."""
+    found, line = False, 1  # `line`: the line the chunk starts on
+    with open(path, "rb") as f:
+        while chunk := f.read(READ_CHUNK) + f.readline():  # whole lines, so no character is cut in two
+            try:
+                text = chunk.decode("utf-8")
+            except UnicodeDecodeError as error:
+                where = line + chunk.count(b"\n", 0, error.start)
+                raise UsageError(f"data file {path}, line {where}: byte {chunk[error.start]:#04x} is not UTF-8 text; "
+                                 f"save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8).") from None
+            found = found or not text.isspace()
+            line += chunk.count(b"\n")
+    return found
+
+
+def check_local_files(files: list[str], builder: str) -> None:
+    """Before `datasets` reads them: each local file exists (a glob pattern matches some), a text file is UTF-8, and
+    not every file is empty or blank. Remote files (hf://, https://) are left to `datasets`."""
+    local = [f for f in files if "://" not in f]
+    paths = []
+    for pattern in local:
+        matched = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
+        if not matched or not all(os.path.isfile(p) for p in matched):
+            what = "matches no file" if not matched else "does not exist"
+            raise UsageError(f"data file {pattern} {what} (paths are relative to the folder you run in: "
+                             f"{os.getcwd()}); fix data_files / eval_data_files in the recipe.")
+        paths += matched
+    if builder in TEXT_BUILDERS:
+        has_text = [holds_text(p) for p in paths]  # every file decoded, so a bad byte anywhere is found now
+    else:
+        has_text = [os.path.getsize(p) > 0 for p in paths]
+    if local == files and not any(has_text):
+        raise UsageError(f"The dataset is empty: the data files {files} hold no text (they are empty or only blank "
+                         f"lines); point data_files at the corpus.")
 
 
 def load_raw(data_args: DataArguments, files: list[str] | None, split: str) -> Dataset | IterableDataset:
@@ -28,12 +73,12 @@ def load_raw(data_args: DataArguments, files: list[str] | None, split: str) -> D
         extensions = {f.rsplit(".", 1)[-1].lower() for f in files}
         builders = {BUILDERS.get(e) for e in extensions}
         if None in builders or len(builders) != 1:
-            raise ValueError(
+            raise UsageError(
                 f"data files {files} have extensions {sorted(extensions)}: use one of {sorted(BUILDERS)} per split."
             )
-        if all(os.path.isfile(f) and os.path.getsize(f) == 0 for f in files):
-            raise ValueError(f"The dataset is empty: the data files {files} have no content.")
-        return load_dataset(builders.pop(), data_files=list(files), split="train", streaming=data_args.streaming)
+        builder = builders.pop()
+        check_local_files(files, builder)
+        return load_dataset(builder, data_files=list(files), split="train", streaming=data_args.streaming)
     return load_dataset(data_args.dataset_name, data_args.dataset_config, split=split, streaming=data_args.streaming)
 
 
@@ -41,7 +86,7 @@ def first_row(dataset: Dataset | IterableDataset, name: str) -> dict:
     """The first row, or a clear error for an empty dataset (checked before any training starts)."""
     for row in dataset.take(1) if isinstance(dataset, IterableDataset) else dataset.select(range(min(1, len(dataset)))):
         return row
-    raise ValueError(f"The {name} dataset is empty: check data_files / dataset_name / the split name.")
+    raise UsageError(f"The {name} dataset is empty: check data_files / dataset_name / the split name.")
 
 
 def load_splits(data_args: DataArguments) -> tuple[Dataset | IterableDataset, Dataset | IterableDataset | None]:
@@ -55,7 +100,7 @@ def load_splits(data_args: DataArguments) -> tuple[Dataset | IterableDataset, Da
             evaluation, train = train.take(data_args.eval_rows), train.skip(data_args.eval_rows)
         else:
             if len(train) <= data_args.eval_rows:
-                raise ValueError(f"eval_rows={data_args.eval_rows} leaves no training rows (the split has {len(train)}).")
+                raise UsageError(f"eval_rows={data_args.eval_rows} leaves no training rows (the split has {len(train)}).")
             evaluation = train.select(range(data_args.eval_rows))
             train = train.select(range(data_args.eval_rows, len(train)))
     return train, evaluation
@@ -73,14 +118,14 @@ def check_columns(row: dict, data_args: DataArguments, name: str) -> None:
         key = "messages_column, or prompt_column and response_column"
     missing = [c for c in needed if c not in row]
     if missing:
-        raise ValueError(
+        raise UsageError(
             f"The {name} dataset has no column {missing} (columns: {sorted(row)}): set {key} in the recipe."
         )
 
 
 def reject_mask_token(ids: list[int], mask_id: int, row: int, text: str) -> None:
     if mask_id in ids:
-        raise ValueError(
+        raise UsageError(
             f"Row {row} contains the mask token id {mask_id} (text starts {text[:80]!r}): the mask token is reserved "
             "for the noise; remove it from the data."
         )
@@ -110,12 +155,30 @@ def pack_fn(tokenizer, block_size: int, text_column: str, mask_id: int, random_l
     return pack
 
 
+def check_chat_template(tokenizer) -> None:
+    """Refuse a chat template that appends the assistant header whatever add_generation_prompt says (the one
+    LLaDA-8B-Instruct and LLaDA-1.5 ship): a finished conversation would end in an empty assistant turn, and SFT
+    would train the model to write one after every answer."""
+    turn = [{"role": "user", "content": "Hello"}]
+    asked = tokenizer.apply_chat_template(turn, add_generation_prompt=True, tokenize=False)
+    if asked == tokenizer.apply_chat_template(turn, add_generation_prompt=False, tokenize=False):
+        raise ValueError(
+            "The tokenizer's chat template appends the assistant header even with add_generation_prompt=False "
+            "(LLaDA-8B-Instruct's and LLaDA-1.5's do), so SFT would train on an empty assistant turn after every "
+            "response. Give a template that adds it only when asked: in the recipe, tokenizer_kwargs: "
+            "{chat_template: ...} (recipes/llada_instruct_sft.yaml sets LLaDA's, "
+            "llada_xdlm.tokenization.CHAT_TEMPLATE)."
+        )
+
+
 def sft_fn(tokenizer, data_args: DataArguments, mask_id: int):
     """Map function: one example per row, prompt tokens labelled -100, response + EOS as targets (LLaDA SFT).
     Chat messages (or prompt/response columns, as a user/assistant pair) go through the chat template when the
     tokenizer has one; the last message is the response, everything before it the prompt. A row longer than
     block_size is cut to it and flagged `overlong` (`handle_overlong` counts, reports and maybe drops them)."""
     eos, block = tokenizer.eos_token_id, data_args.block_size
+    if tokenizer.chat_template:
+        check_chat_template(tokenizer)
 
     def encode(row: dict, index: int) -> dict:
         if data_args.messages_column in row and row[data_args.messages_column] is not None:
@@ -129,14 +192,14 @@ def sft_fn(tokenizer, data_args: DataArguments, mask_id: int):
             prompt = tokenizer.apply_chat_template(messages[:-1], add_generation_prompt=True, return_dict=False)
             full = tokenizer.apply_chat_template(messages, return_dict=False)
             if full[: len(prompt)] != prompt:
-                raise ValueError(f"Row {index}: the chat template does not extend the prompt with the response.")
+                raise UsageError(f"Row {index}: the chat template does not extend the prompt with the response.")
         else:
             prompt = tokenizer("".join(m["content"] for m in messages[:-1]), add_special_tokens=False)["input_ids"]
             full = prompt + tokenizer(messages[-1]["content"], add_special_tokens=False)["input_ids"]
         full = full + [eos]
         reject_mask_token(full, mask_id, index, " ".join(m["content"] for m in messages))
         if len(prompt) >= block:
-            raise ValueError(f"Row {index}: the prompt has {len(prompt)} tokens, not less than block_size={block}.")
+            raise UsageError(f"Row {index}: the prompt has {len(prompt)} tokens, not less than block_size={block}.")
         overlong = len(full) > block
         full = full[:block]
         return {"input_ids": full, "labels": [-100] * len(prompt) + full[len(prompt) :], "overlong": overlong}
@@ -161,7 +224,7 @@ def build_dataset(
     if data_args.mode == "sft":
         dataset = handle_overlong(dataset, data_args, name)
     if isinstance(dataset, Dataset) and len(dataset) == 0:
-        raise ValueError(
+        raise UsageError(
             f"The {name} dataset gives no block of block_size={data_args.block_size} tokens: lower block_size "
             "or add data."
         )
@@ -183,7 +246,7 @@ def handle_overlong(dataset: Dataset | IterableDataset, data_args: DataArguments
         if drop:
             dataset = dataset.filter(lambda row: not row["overlong"])
             if len(dataset) == 0:
-                raise ValueError(f"Every {name} SFT row is longer than block_size={block}: raise block_size.")
+                raise UsageError(f"Every {name} SFT row is longer than block_size={block}: raise block_size.")
     else:
         seen = [0]
 

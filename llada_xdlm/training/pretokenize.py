@@ -16,6 +16,7 @@ from dataclasses import asdict
 
 from datasets import Dataset, IterableDataset, load_from_disk
 
+from ..cli import UsageError
 from .args import DataArguments, ModelArguments, parse_recipe
 
 INFO = "pretokenize.json"
@@ -49,9 +50,9 @@ def pretokenize(model_args: ModelArguments, data_args: DataArguments, seed: int)
 
     target = data_args.pretokenized_dir
     if target is None:
-        raise ValueError("Set pretokenized_dir in the recipe: the folder to write the tokenised blocks to.")
+        raise UsageError("Set pretokenized_dir in the recipe: the folder to write the tokenised blocks to.")
     if os.path.exists(target):
-        raise FileExistsError(f"pretokenized_dir {target!r} exists: remove it first, or choose another folder.")
+        raise UsageError(f"pretokenized_dir {target!r} exists: remove it first, or choose another folder.")
     tokenizer, train, evaluation = load_data(model_args, data_args, seed)
     staging = target.rstrip("/") + ".tmp"
     shutil.rmtree(staging, ignore_errors=True)  # what an interrupted run left
@@ -73,7 +74,7 @@ def load_pretokenized(model_args: ModelArguments, data_args: DataArguments, seed
     folder = data_args.pretokenized_dir
     info_path = os.path.join(folder, INFO)
     if not os.path.isfile(info_path):
-        raise FileNotFoundError(
+        raise UsageError(
             f"pretokenized_dir {folder!r} holds no finished pretokenisation ({INFO} is missing): run "
             "`xdlm pretokenize RECIPE.yaml` first."
         )
@@ -83,7 +84,7 @@ def load_pretokenized(model_args: ModelArguments, data_args: DataArguments, seed
     differ = {k: (written.get(k), v) for k, v in wanted.items() if written.get(k) != v}
     if differ:
         listed = ", ".join(f"{k}: folder {old!r}, recipe {new!r}" for k, (old, new) in sorted(differ.items()))
-        raise ValueError(
+        raise UsageError(
             f"pretokenized_dir {folder!r} was written with other settings ({listed}): run xdlm pretokenize again "
             "into a new folder, or restore the settings."
         )

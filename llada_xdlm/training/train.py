@@ -15,9 +15,13 @@ from contextlib import ExitStack, contextmanager
 
 import torch
 import transformers
+from datasets import Dataset
 from transformers import AutoTokenizer, set_seed
 
-from ..modeling import LLaDAConfig, LLaDAModelLM
+from ..checkpoint import resolve_model_path
+from ..cli import UsageError
+from ..evaluation.perplexity import unigram_ppl
+from ..modeling import LLaDAConfig, LLaDAModelLM, backbone_classes
 from ..tokenization import build_tokenizer
 from . import checkpoints
 from .args import (RECIPE_FILE, RESUME_MAY_CHANGE, DataArguments, DiffusionArguments, ModelArguments,
@@ -32,15 +36,19 @@ logger = logging.getLogger("llada_xdlm.train")
 def load_tokenizer(model_args: ModelArguments, data_args: DataArguments, raw_train):
     """The checkpoint's tokenizer, or (no path given) a byte-level BPE built from the training corpus."""
     if model_args.tokenizer_name_or_path:
-        return AutoTokenizer.from_pretrained(model_args.tokenizer_name_or_path, **(model_args.tokenizer_kwargs or {}))
+        return AutoTokenizer.from_pretrained(resolve_model_path(model_args.tokenizer_name_or_path),
+                                             **(model_args.tokenizer_kwargs or {}))
     logger.info("Building a %d-id tokenizer from the training corpus", model_args.tokenizer_vocab_size)
     return build_tokenizer(corpus_texts(raw_train, data_args), model_args.tokenizer_vocab_size)
 
 
-def model_config(model_args: ModelArguments, tokenizer) -> LLaDAConfig:
-    """The checkpoint's config, or a fresh one sized by model_config with the tokenizer's vocabulary and special ids."""
+def model_config(model_args: ModelArguments, tokenizer):
+    """The checkpoint's config (of its backbone), or a fresh LLaDAConfig sized by model_config with the tokenizer's
+    vocabulary and special ids."""
     if model_args.model_name_or_path:
-        return LLaDAConfig.from_pretrained(model_args.model_name_or_path)
+        path = resolve_model_path(model_args.model_name_or_path)
+        config_class, _ = backbone_classes(path)
+        return config_class.from_pretrained(path)
     specials = dict(
         vocab_size=len(tokenizer),
         embedding_size=len(tokenizer),
@@ -52,12 +60,15 @@ def model_config(model_args: ModelArguments, tokenizer) -> LLaDAConfig:
     return LLaDAConfig(**{**specials, **model_args.model_config})
 
 
-def load_model(model_args: ModelArguments, tokenizer) -> LLaDAModelLM:
-    """A checkpoint, or a fresh LLaDA-architecture model sized by model_config with the tokenizer's special ids."""
+def load_model(model_args: ModelArguments, tokenizer):
+    """A checkpoint (any backbone), or a fresh LLaDA-architecture model sized by model_config with the tokenizer's
+    special ids."""
     dtype = model_args.dtype
     if model_args.model_name_or_path:
-        return LLaDAModelLM.from_pretrained(
-            model_args.model_name_or_path, dtype=dtype, attn_implementation=model_args.attn_implementation
+        path = resolve_model_path(model_args.model_name_or_path)
+        _, model_class = backbone_classes(path)
+        return model_class.from_pretrained(
+            path, dtype=dtype, attn_implementation=model_args.attn_implementation
         )
     dtype = torch.float32 if dtype == "auto" else getattr(torch, dtype)
     # _from_config builds under deepspeed.zero.Init when ZeRO-3 is on (partitioned at creation).
@@ -70,12 +81,12 @@ def resolve_mask_id(config, tokenizer) -> int:
     """The mask id from the model config (LLaDA: 126336), else the tokenizer's mask token; they must agree."""
     mask_id = config.mask_token_id if config.mask_token_id is not None else tokenizer.mask_token_id
     if mask_id is None:
-        raise ValueError(
+        raise UsageError(
             "No mask token id: the model config has mask_token_id=None and the tokenizer has no mask token. Set "
             "mask_token_id in the model config (LLaDA: 126336) or give the tokenizer a mask token."
         )
     if tokenizer.mask_token_id is not None and tokenizer.mask_token_id != mask_id:
-        raise ValueError(
+        raise UsageError(
             f"The model's mask_token_id={mask_id} differs from the tokenizer's mask token id "
             f"{tokenizer.mask_token_id}: use the tokenizer the model was trained with."
         )
@@ -85,19 +96,19 @@ def resolve_mask_id(config, tokenizer) -> int:
 def check_compatible(config, tokenizer, data_args: DataArguments, mask_id: int) -> None:
     """Errors before training: tokenizer ids outside the model, block longer than the model, mask id out of range."""
     if len(tokenizer) > config.embedding_size:
-        raise ValueError(
+        raise UsageError(
             f"Vocabulary mismatch: the tokenizer has {len(tokenizer)} ids but the model scores only "
             f"embedding_size={config.embedding_size}: use the model's own tokenizer (or resize the embeddings)."
         )
     if not 0 <= mask_id < config.embedding_size:
-        raise ValueError(f"mask_token_id={mask_id} is outside the model's {config.embedding_size} ids.")
+        raise UsageError(f"mask_token_id={mask_id} is outside the model's {config.embedding_size} ids.")
     if data_args.block_size > config.max_sequence_length:
-        raise ValueError(
+        raise UsageError(
             f"block_size={data_args.block_size} exceeds the model's max_sequence_length="
             f"{config.max_sequence_length}: lower block_size in the recipe."
         )
     if tokenizer.eos_token_id is None:
-        raise ValueError("The tokenizer has no EOS token: documents are separated (and SFT padded) with EOS.")
+        raise UsageError("The tokenizer has no EOS token: documents are separated (and SFT padded) with EOS.")
 
 
 def load_data(model_args: ModelArguments, data_args: DataArguments, seed: int):
@@ -154,7 +165,7 @@ def check_sample_prompts(tokenizer, diffusion_args: DiffusionArguments, config: 
     gen_length = checkpoint_sampler(config).gen_length
     longest = max(len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in diffusion_args.sample_prompts)
     if longest + gen_length > config.max_sequence_length:
-        raise ValueError(
+        raise UsageError(
             f"sample_prompts: a {longest}-token prompt plus the sampler's gen_length={gen_length} exceeds the model's "
             f"max_sequence_length={config.max_sequence_length}: set a shorter gen_length in the recipe's sampling "
             f"(e.g. sampling: {{gen_length: {config.max_sequence_length // 2}}})."
@@ -238,7 +249,7 @@ def check_resumed_recipe(checkpoint: str, recipe: dict) -> list[str]:
     listed = lambda keys: ", ".join(f"{k} {changes[k][0]!r} -> {changes[k][1]!r}" for k in keys)  # noqa: E731
     refused = [key for key in changes if key not in RESUME_MAY_CHANGE]
     if refused:
-        raise ValueError(
+        raise UsageError(
             f"resume_from_checkpoint: {checkpoint} was trained with another recipe ({path}): {listed(refused)}. "
             "These keys change what is trained (learning rate and optimizer settings are restored from the "
             "checkpoint, a new value would be ignored): revert them, or train afresh into a new output_dir."
@@ -250,6 +261,29 @@ def check_resumed_recipe(checkpoint: str, recipe: dict) -> list[str]:
     logger.warning("Resume: changed since %s: %s", checkpoint, listed(logged))
     return [*notes, f"resumed at step {state.get('global_step', '?')} from {checkpoint} with {listed(logged)}; "
                     "the steps before ran with the earlier values"]
+
+
+def unigram_baseline(train_dataset, eval_dataset, tokenizer, data_args: DataArguments) -> float | None:
+    """The validation blocks' perplexity under the training tokens' add-one frequencies: the score of a model that
+    uses no context. Only when pretraining on data this run tokenised itself (not streamed, not pretokenised), so
+    the one pass over it costs less than the tokenising did."""
+    if (eval_dataset is None or data_args.mode != "pretrain" or data_args.pretokenized_dir
+            or not isinstance(train_dataset, Dataset)):
+        return None
+    return unigram_ppl(train_dataset["input_ids"], torch.tensor(eval_dataset["input_ids"]), len(tokenizer))
+
+
+def bound_note(key: str, nelbo: float, unigram: float | None) -> str:
+    """Printed after a metric: for a validation NELBO its PPL bound, and after training how far the bound lies
+    below the unigram baseline (a model that uses no context lies at it)."""
+    if not key.startswith("nelbo"):
+        return ""
+    bound = math.exp(nelbo)
+    if key != "nelbo_after" or unigram is None:
+        return f"  (PPL bound {bound:.1f})"
+    gap = 1 - bound / unigram
+    side = "below" if gap >= 0 else "above"
+    return f"  (PPL bound {bound:.1f}, {abs(gap):.0%} {side} the unigram baseline {unigram:.1f})"
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -298,6 +332,9 @@ def run(model_args: ModelArguments, data_args: DataArguments, diffusion_args: Di
         report_finished(training_args, resume, done)
         return {}
     notes = check_resumed_recipe(resume, recipe) if resume else []
+    for path in (model_args.model_name_or_path, model_args.tokenizer_name_or_path):
+        if path:
+            resolve_model_path(path)  # a local path that is not there stops the run before the data is read
 
     load = load_pretokenized if data_args.pretokenized_dir else load_data
     tokenizer, train_dataset, eval_dataset = load(model_args, data_args, training_args.seed)
@@ -336,9 +373,11 @@ def run(model_args: ModelArguments, data_args: DataArguments, diffusion_args: Di
     if eval_dataset is not None:
         metrics["nelbo_after"] = trainer.evaluate()["eval_nelbo"]
     if trainer.is_world_process_zero():
+        unigram = unigram_baseline(train_dataset, eval_dataset, tokenizer, data_args)
         for key, value in metrics.items():
-            extra = f"  (PPL bound {math.exp(value):.1f})" if key.startswith("nelbo") else ""
-            print(f"{key}: {value:.4f}{extra}", flush=True)
+            print(f"{key}: {value:.4f}{bound_note(key, value, unigram)}", flush=True)
+        if unigram is not None:
+            metrics["unigram_ppl"] = unigram
     if diffusion_args.sample_prompts and diffusion_args.objective != "ar":
         print_samples(trainer.model, tokenizer, diffusion_args.sample_prompts, trainer.is_world_process_zero())
     if trainer.is_world_process_zero():

@@ -313,7 +313,7 @@ def nelbo_metrics(eval_pred) -> dict[str, float]:
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The LLaDAModelLM inside DeepSpeed / DDP / peft wrappers."""
+    """The backbone inside DeepSpeed / DDP / peft wrappers."""
     while True:
         inner = getattr(model, "module", None)  # DeepSpeedEngine, DDP
         if inner is None and hasattr(model, "get_base_model"):  # peft
