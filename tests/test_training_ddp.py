@@ -11,10 +11,13 @@ import torch
 from safetensors.torch import load_file
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_training import losses  # noqa: E402
+from test_training import losses, write_recipe  # noqa: E402
 from test_training_zero3 import REPO, env, recipe  # noqa: E402
 
+from llada_xdlm.cli import UsageError  # noqa: E402
+from llada_xdlm.training import train  # noqa: E402
 from llada_xdlm.training.data import XDLMCollator  # noqa: E402
+from llada_xdlm.training.training_args import XDLMTrainingArguments  # noqa: E402
 
 NO_DEEPSPEED = dict(deepspeed=None, max_steps=3, optim="sgd", learning_rate=0.5, lr_scheduler_type="constant",
                     max_grad_norm=1e9)
@@ -90,3 +93,11 @@ def test_two_process_ddp_streaming_trains_as_one_process_on_the_same_global_batc
     a, b = load_file(runs / "streamed_two" / "model.safetensors"), load_file(runs / "streamed_one" / "model.safetensors")
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
+
+
+def test_streamed_sft_over_several_processes_is_refused_before_anything_is_read(tmp_path, monkeypatch):
+    monkeypatch.setattr(XDLMTrainingArguments, "world_size", property(lambda self: 2))
+    recipe = write_recipe(tmp_path, mode="sft", streaming=True, prompt_column="prompt", response_column="response")
+    with pytest.raises(UsageError, match="streaming SFT data over 2 processes.*Set streaming: false"):
+        train.main([recipe])
+    assert list((tmp_path / "recipe").iterdir()) == []  # the run lock made the folder; nothing was written
