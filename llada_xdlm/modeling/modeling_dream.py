@@ -188,6 +188,7 @@ class DreamModelLM(DreamPreTrainedModel):
         output_hidden_states: bool = False,
         compute_logits: bool = True,
         is_causal: bool = False,
+        loss_fn: Callable | None = None,
         **kwargs,
     ) -> LLaDAOutput:
         """input_ids [B, L]; attention_mask [B, L] (1 = token, 0 = padding; masks padded keys). The cache, span,
@@ -234,6 +235,8 @@ class DreamModelLM(DreamPreTrainedModel):
                 states[:, start : start + L] = x  # in place, as write_span does with the keys and values
         aligned = shift_to_targets(x, before)  # [B, L, D]: row i predicts token i
         keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
-        logits = self.lm_head(aligned[:, keep]) if compute_logits else None  # [B, K, V]
+        logits = self.lm_head(aligned[:, keep]) if compute_logits and loss_fn is None else None  # [B, K, V]
+        loss = None if loss_fn is None else self.lm_head(aligned, loss_fn=loss_fn)  # the fused head + loss
         cache = DreamCache(presents, states) if use_cache else None
-        return LLaDAOutput(logits=logits, last_hidden_state=aligned, cache=cache, hidden_states=hidden_states)
+        return LLaDAOutput(logits=logits, loss=loss, last_hidden_state=aligned, cache=cache,
+                           hidden_states=hidden_states)

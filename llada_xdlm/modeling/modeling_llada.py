@@ -30,12 +30,14 @@ KVCache = tuple[tuple[torch.Tensor, torch.Tensor], ...]  # per layer (keys, valu
 
 @dataclass
 class LLaDAOutput(ModelOutput):
-    """logits [B, K, V] at the logits_to_keep positions (None when compute_logits=False); last_hidden_state
+    """logits [B, K, V] at the logits_to_keep positions (None when compute_logits=False or a loss_fn is given);
+    loss: what forward's loss_fn returned (else None); last_hidden_state
     [B, L, D] is what the LM head reads; cache (use_cache=True) the keys and values of every layer, to pass back as
     past_key_values (transformers 5 names this output `cache`; recent versions also read it as `past_key_values`);
     hidden_states (output_hidden_states=True) the embeddings and each block's output, the last after ln_f."""
 
     logits: torch.FloatTensor | None = None
+    loss: torch.Tensor | None = None
     last_hidden_state: torch.FloatTensor | None = None
     cache: KVCache | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
@@ -297,7 +299,8 @@ class LLaDALMHead(nn.Linear):
     """The untied LM head (`ff_out` in the official state dict). `head(x)` gives logits [.., V]; `head(x, loss_fn=f)`
     gives f(x, weight) instead: a loss that needs the head's weight (the fused, chunked LM head + loss) runs as the
     head's own forward, so ZeRO-3, which gathers a partitioned weight around each module's forward and backward,
-    hands it the whole weight."""
+    hands it the whole weight. Reach it through `LLaDAModelLM.forward(..., loss_fn=f)`: DDP expects every parameter
+    to be used inside the wrapped model's forward."""
 
     def forward(self, hidden: torch.Tensor, loss_fn: Callable | None = None) -> torch.Tensor:
         if loss_fn is None:
@@ -362,6 +365,7 @@ class LLaDAModelLM(LLaDAPreTrainedModel):
         compute_logits: bool = True,
         is_causal: bool = False,
         attention_bias: torch.Tensor | None = None,
+        loss_fn: Callable | None = None,
         **kwargs,
     ) -> LLaDAOutput:
         """input_ids [B, L]; attention_mask [B, L] with 1 = real token, 0 = padding (masks padded keys only).
@@ -373,7 +377,9 @@ class LLaDAModelLM(LLaDAPreTrainedModel):
         [B, max(T, end of span)]. use_cache (default config.use_cache) returns the keys and values of every layer
         as `cache`. logits_to_keep picks the positions the LM head runs on, as in transformers: 0 = all,
         n > 0 = the last n, or a slice / index tensor along L. compute_logits=False skips the LM head (for fused
-        losses that read last_hidden_state and the head weight). is_causal=True turns the model autoregressive
+        losses that read last_hidden_state and the head weight). loss_fn(hidden [B, L, D], head weight [V, D]) runs
+        as the LM head instead of the logits (`LLaDALMHead`) and its result is returned as `loss`: a fused loss
+        computed inside this forward, where DDP and ZeRO-3 track the head's weight. is_causal=True turns the model autoregressive
         (the `ar` objective)."""
         if attention_bias is not None:
             raise ValueError(
@@ -411,5 +417,6 @@ class LLaDAModelLM(LLaDAPreTrainedModel):
         if output_hidden_states:
             hidden_states += (x,)  # after ln_f, as the official code and transformers return it
         keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
-        logits = t.ff_out(x[:, keep]) if compute_logits else None  # [B, K, V]
-        return LLaDAOutput(logits=logits, last_hidden_state=x, cache=presents, hidden_states=hidden_states)
+        logits = t.ff_out(x[:, keep]) if compute_logits and loss_fn is None else None  # [B, K, V]
+        loss = None if loss_fn is None else t.ff_out(x, loss_fn=loss_fn)
+        return LLaDAOutput(logits=logits, loss=loss, last_hidden_state=x, cache=presents, hidden_states=hidden_states)

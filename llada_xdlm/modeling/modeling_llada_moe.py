@@ -253,6 +253,7 @@ class LLaDAMoEModelLM(LLaDAMoEPreTrainedModel):
         output_hidden_states: bool = False,
         compute_logits: bool = True,
         is_causal: bool = False,
+        loss_fn: Callable | None = None,
         attention_bias: torch.Tensor | None = None,
         **kwargs,
     ) -> LLaDAOutput:
@@ -289,5 +290,6 @@ class LLaDAMoEModelLM(LLaDAMoEPreTrainedModel):
         if output_hidden_states:
             hidden_states += (x,)
         keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
-        logits = self.lm_head(x[:, keep]) if compute_logits else None  # [B, K, V]
-        return LLaDAOutput(logits=logits, last_hidden_state=x, cache=presents, hidden_states=hidden_states)
+        logits = self.lm_head(x[:, keep]) if compute_logits and loss_fn is None else None  # [B, K, V]
+        loss = None if loss_fn is None else self.lm_head(x, loss_fn=loss_fn)  # the fused head + loss
+        return LLaDAOutput(logits=logits, loss=loss, last_hidden_state=x, cache=presents, hidden_states=hidden_states)

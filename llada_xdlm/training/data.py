@@ -279,15 +279,23 @@ def corpus_texts(raw: Dataset | IterableDataset, data_args: DataArguments):
 
 @dataclass
 class XDLMCollator:
-    """Pad a list of examples to the longest one. Pretraining: padding is ignored (labels -100, attention_mask 0).
-    SFT (`count_padding`): LLaDA pads with EOS tokens that are noised and predicted like the response, so the model
-    learns where to stop; they are attended to and counted."""
+    """Pad a list of examples into one batch. Pretraining (`length` = block_size): every batch is [B, length] with
+    `input_ids`, `labels` (-100 on padding) and `attention_mask` (0 on padding; an all-ones mask costs nothing, the
+    model drops it), so batches from any source stack and split alike, as the distributed loader of a streamed
+    dataset needs (it concatenates the batches of all processes). SFT (`count_padding`): LLaDA pads with EOS tokens,
+    to the longest example, that are noised and predicted like the response, so the model learns where to stop; they
+    are attended to and counted, and the batch has no attention_mask."""
 
     pad_token_id: int
     count_padding: bool = False
+    length: int | None = None  # pad every batch to this many tokens (None: to its longest example)
 
     def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
-        B, L = len(examples), max(len(e["input_ids"]) for e in examples)
+        longest = max(len(e["input_ids"]) for e in examples)
+        if self.length is not None and longest > self.length:
+            raise ValueError(f"An example has {longest} tokens, more than the collator's length={self.length} "
+                             "(block_size): rebuild the data with this block_size.")
+        B, L = len(examples), self.length or longest
         input_ids = torch.full((B, L), self.pad_token_id, dtype=torch.long)
         labels = torch.full((B, L), self.pad_token_id if self.count_padding else -100, dtype=torch.long)
         attention_mask = torch.zeros(B, L, dtype=torch.long)
@@ -297,6 +305,6 @@ class XDLMCollator:
             labels[i, :n] = torch.as_tensor(e.get("labels", e["input_ids"]))
             attention_mask[i, :n] = 1
         batch = {"input_ids": input_ids, "labels": labels}  # [B, L] each
-        if not self.count_padding and not bool(attention_mask.all()):
+        if not self.count_padding:
             batch["attention_mask"] = attention_mask
         return batch

@@ -316,6 +316,10 @@ def run(model_args: ModelArguments, data_args: DataArguments, diffusion_args: Di
         recipe: dict) -> dict:
     """The run behind `main`, inside output_dir's lock: checks, data, model, training, final save."""
     set_seed(training_args.seed)
+    if data_args.streaming and data_args.mode == "sft" and training_args.world_size > 1:
+        raise UsageError(f"streaming SFT data over {training_args.world_size} processes: SFT batches are padded to "
+                         "their longest row, and accelerate cannot split streamed batches of different lengths "
+                         "between processes. Set streaming: false (or train on one process).")
     output_dir, resume = training_args.output_dir, training_args.resume_from_checkpoint
     checkpoints.check_output_dir(output_dir, resume, training_args.overwrite_output_dir,
                                  main_process=training_args.should_save)
@@ -355,7 +359,8 @@ def run(model_args: ModelArguments, data_args: DataArguments, diffusion_args: Di
         mask_token_id=mask_id,
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
-        data_collator=XDLMCollator(tokenizer.eos_token_id, count_padding=data_args.mode == "sft"),
+        data_collator=XDLMCollator(tokenizer.eos_token_id, count_padding=data_args.mode == "sft",
+                                   length=data_args.block_size if data_args.mode == "pretrain" else None),
         processing_class=tokenizer,
         max_nonfinite_steps=training_args.max_nonfinite_steps,
         recipe=recipe,

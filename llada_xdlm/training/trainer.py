@@ -92,24 +92,23 @@ class XDLMTrainer(Trainer):
         alpha = self.schedule.alpha(t)  # [B]
         V = unwrap(model).config.embedding_size
         noisy = diffusion.forward_process(clean, alpha, k1, mask_id, V, generator=generator, keep_mask=~counted)
-        fused = self.diffusion_args.loss_implementation == "fused"
-        out = model(input_ids=noisy, attention_mask=attention_mask, compute_logits=not fused)
-        alpha_tok = alpha[:, None].expand(B, L)[counted]  # [N]
-        if fused:
-            head = unwrap(model).get_output_embeddings()
-            hidden = out.last_hidden_state[counted]  # [N, D]
-            loss = head(hidden, loss_fn=partial(self._fused_head_loss, noisy=noisy[counted], clean=clean[counted],
-                                                alpha=alpha_tok))  # [N]
+        if self.diffusion_args.loss_implementation == "fused":
+            # The LM head + loss run inside the model's forward (DDP and ZeRO-3 track the head's weight there).
+            loss_fn = partial(self._fused_head_loss, counted=counted, noisy=noisy[counted], clean=clean[counted],
+                              alpha=alpha[:, None].expand(B, L)[counted])
+            loss = model(input_ids=noisy, attention_mask=attention_mask, loss_fn=loss_fn).loss  # [N]
         else:
-            loss = diffusion.xdlm_loss(out.logits, noisy, clean, alpha, k1, mask_id, loss_mask=counted)[counted]  # [N]
+            logits = model(input_ids=noisy, attention_mask=attention_mask).logits  # [B, L, V]
+            loss = diffusion.xdlm_loss(logits, noisy, clean, alpha, k1, mask_id, loss_mask=counted)[counted]  # [N]
         loss = loss * self.schedule.weight(t)[:, None].expand(B, L)[counted]
         if model.training:
             self._record(alpha, noisy[counted], clean[counted])
         return loss, counted
 
-    def _fused_head_loss(self, hidden, weight, *, noisy, clean, alpha):
-        """Fused LM head + XDLM loss [N] from the head's weight [V, D] (autocast may hand over bf16 hidden states)."""
-        return self._fused_loss(hidden.to(weight.dtype), weight, noisy, clean, alpha, self.diffusion_args.k1,
+    def _fused_head_loss(self, hidden, weight, *, counted, noisy, clean, alpha):
+        """Fused LM head + XDLM loss [N] of the counted positions of hidden [B, L, D], from the head's weight [V, D]
+        (autocast may hand over bf16 hidden states)."""
+        return self._fused_loss(hidden[counted].to(weight.dtype), weight, noisy, clean, alpha, self.diffusion_args.k1,
                                 self.mask_token_id)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
