@@ -211,8 +211,14 @@ def test_a_recipe_naming_a_missing_local_model_is_one_error_line(tmp_path, capsy
 
 
 def test_a_check_after_the_data_is_read_is_one_error_line_too(tmp_path, capsys, monkeypatch):
+    import datasets
+
     recipe = tiny_recipe(tmp_path, block_size=128)  # the tiny model holds 64 tokens
-    line = error_line(capsys, ["train", recipe], monkeypatch)
+    datasets.disable_progress_bars()  # a first read of the data file (no cache yet) draws a progress bar on stderr
+    try:
+        line = error_line(capsys, ["train", recipe], monkeypatch)
+    finally:
+        datasets.enable_progress_bars()
     assert line == ("xdlm train: error: block_size=128 exceeds the model's max_sequence_length=64: lower block_size "
                     "in the recipe.")
 

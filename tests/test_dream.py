@@ -265,9 +265,11 @@ class NextTokenLogitsAsLLaDA(nn.Module):
     def get_output_embeddings(self):
         return self.dream.lm_head
 
-    def forward(self, input_ids, attention_mask=None, logits_to_keep=slice(None), **kwargs):
+    def forward(self, input_ids, attention_mask=None, logits_to_keep=slice(None), loss_fn=None, **kwargs):
         raw = self.dream(input_ids, attention_mask=attention_mask, output_hidden_states=True).hidden_states[-1]
         hidden = torch.cat([raw[:, :1], raw[:, :-1]], dim=1)
+        if loss_fn is not None:  # the fused loss runs as the head's forward, inside the model's
+            return LLaDAOutput(logits=None, loss=self.dream.lm_head(hidden, loss_fn=loss_fn), last_hidden_state=hidden)
         return LLaDAOutput(logits=self.dream.lm_head(hidden[:, logits_to_keep]), last_hidden_state=hidden)
 
 
