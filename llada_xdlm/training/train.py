@@ -21,7 +21,7 @@ from transformers import AutoTokenizer, set_seed
 from ..checkpoint import resolve_model_path
 from ..cli import UsageError
 from ..evaluation.perplexity import unigram_ppl
-from ..modeling import LLaDAConfig, LLaDAModelLM, backbone_classes
+from ..modeling import LLaDAConfig, LLaDAModelLM, load_backbone, load_config
 from ..tokenization import build_tokenizer
 from . import checkpoints
 from .args import (RECIPE_FILE, RESUME_MAY_CHANGE, DataArguments, DiffusionArguments, ModelArguments,
@@ -46,9 +46,7 @@ def model_config(model_args: ModelArguments, tokenizer):
     """The checkpoint's config (of its backbone), or a fresh LLaDAConfig sized by model_config with the tokenizer's
     vocabulary and special ids."""
     if model_args.model_name_or_path:
-        path = resolve_model_path(model_args.model_name_or_path)
-        config_class, _ = backbone_classes(path)
-        return config_class.from_pretrained(path)
+        return load_config(resolve_model_path(model_args.model_name_or_path))
     specials = dict(
         vocab_size=len(tokenizer),
         embedding_size=len(tokenizer),
@@ -65,11 +63,8 @@ def load_model(model_args: ModelArguments, tokenizer):
     special ids."""
     dtype = model_args.dtype
     if model_args.model_name_or_path:
-        path = resolve_model_path(model_args.model_name_or_path)
-        _, model_class = backbone_classes(path)
-        return model_class.from_pretrained(
-            path, dtype=dtype, attn_implementation=model_args.attn_implementation
-        )
+        return load_backbone(resolve_model_path(model_args.model_name_or_path), dtype=dtype,
+                             attn_implementation=model_args.attn_implementation)
     dtype = torch.float32 if dtype == "auto" else getattr(torch, dtype)
     # _from_config builds under deepspeed.zero.Init when ZeRO-3 is on (partitioned at creation).
     return LLaDAModelLM._from_config(
